@@ -1,0 +1,287 @@
+"""`python -m cnmc_core …`: the command line. The only place (with the pages) that talks to people.
+
+Exit codes: 0 success, 2 bad input (one line `error: …` on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .registry import MODELS, parse_model_list
+
+DEMO_STUDY = "demo"
+DEMO_INPUT_SIZE = 96  # the smallest size every model accepts comfortably (InceptionV3 needs 75)
+
+
+class CliError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise CliError(f"{message} (see `python -m cnmc_core {self.prog.split()[-1]} --help`)")
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe for GPUs with C-level stderr muted.
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are printed before its logging is set
+    up and ignore TF_CPP_MIN_LOG_LEVEL; they would bury our one-line messages. Python errors
+    still propagate.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cnmc_core", description="Seven Keras transfer models on C-NMC 2019 (ALL vs HEM): train, evaluate, predict.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    m = sub.add_parser("models", help="list the seven models of the registry")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    s = sub.add_parser("studies", help="list the studies under the artifacts root")
+    s.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def study_args(q, default_study):
+        q.add_argument("--study", default=default_study, help=f"study name (default: {default_study})")
+        q.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
+        q.add_argument("--models", default="all", help="all, or comma-separated keys (see `models`)")
+        q.add_argument("--epochs", type=int, help="maximum epochs (default 15)")
+        q.add_argument("--batch-size", type=int, help="head training batch size (default 40)")
+        q.add_argument("--seed", type=int, help="random seed (default 42)")
+        q.add_argument("--progress-file", help="also write progress as JSON to this file")
+
+    d = sub.add_parser("demo", help="make a synthetic C-NMC-like dataset and run the seven-model study on it (CPU, no download)")
+    study_args(d, DEMO_STUDY)
+    d.add_argument("--input-size", type=int, default=DEMO_INPUT_SIZE, help=f"input side in pixels (default {DEMO_INPUT_SIZE})")
+    d.add_argument("--data", help="where to write the synthetic images (default: <artifacts>/.data/demo)")
+
+    t = sub.add_parser("train", help="run a study on a C-NMC folder")
+    study_args(t, "default")
+    t.add_argument("--data", required=True, help="the C-NMC folder (Kaggle or TCIA layout, or fold_* folders)")
+    t.add_argument("--weights", default="imagenet", help="imagenet (downloaded once), none (random), or a folder of notop .h5 files")
+    t.add_argument("--input-size", type=int, help="input side in pixels for every model (default: each model's native size)")
+    t.add_argument("--preset", default="paper", help="paper (the paper's protocol, default) or paper_std (head on standardised features)")
+    t.add_argument("--split", default="auto", help="auto, official, folds or random (always by subject)")
+
+    pr = sub.add_parser("predict", help="P(ALL) from every model of a study, one JSON line per image")
+    pr.add_argument("--study", required=True, help="study name")
+    pr.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (BMP, PNG, JPEG, TIFF)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_tensorflow()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("tensorflow", "absl", "h5py", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 0
+        return {"models": cmd_models, "studies": cmd_studies, "demo": cmd_demo, "train": cmd_train, "predict": cmd_predict}[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished models and cached features are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (CliError, ValueError, FileNotFoundError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.strerror or e} ({getattr(e, 'filename', '') or 'file system'})", file=sys.stderr)
+        return 2
+
+
+def cmd_models(args) -> int:
+    rows = [
+        {"key": s.key, "name": s.name, "input_size": s.input_size, "min_input_size": s.min_input_size,
+         "preprocess": s.preprocess, "gradcam_layer": s.gradcam_layer, "params": s.params,
+         "features": s.features, "weights_file": s.weights_file, "weights_md5": s.weights_md5}
+        for s in MODELS.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'key':<16}{'name':<16}{'input':>6}{'min':>5}  {'preprocess':<11}{'Grad-CAM layer':<22}{'params':>12}")
+    for r in rows:
+        print(f"{r['key']:<16}{r['name']:<16}{r['input_size']:>6}{r['min_input_size']:>5}  {r['preprocess']:<11}{r['gradcam_layer']:<22}{r['params']:>12,}")
+    return 0
+
+
+def cmd_studies(args) -> int:
+    from .store import artifacts_root, list_studies
+
+    studies = list_studies(args.artifacts)
+    if args.json:
+        print(json.dumps(studies, indent=2))
+        return 0
+    if not studies:
+        print(f"no studies under {artifacts_root(args.artifacts)}; run `python -m cnmc_core demo` or `train --data …`")
+        return 0
+    for s in studies:
+        state = s["problem"] or ("complete" if s["complete"] else f"incomplete ({len(s['models'])} of {len(s['expected'])} models)")
+        synthetic = " [synthetic]" if s.get("synthetic") else ""
+        print(f"{s['name']:<24}{state:<32}{s['created']:<27}{','.join(s['models'])}{synthetic}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import synthetic
+    from .config import from_preset
+    from .store import artifacts_root, check_study_name
+
+    check_study_name(args.study)
+    models = parse_model_list(args.models)
+    config = from_preset(
+        "paper_std", models=tuple(models), weights="none", input_size=args.input_size,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+    )
+    data = Path(args.data) if args.data else artifacts_root(args.artifacts) / ".data" / "demo"
+    if not synthetic.is_synthetic(data):
+        print(f"writing synthetic C-NMC-like cells to {data} …", file=sys.stderr)
+        synthetic.generate(data, synthetic.DemoSpec(seed=config.seed))
+    return _run(args, data, config)
+
+
+def cmd_train(args) -> int:
+    from .config import from_preset
+    from .store import check_study_name
+
+    check_study_name(args.study)
+    config = from_preset(
+        args.preset, models=tuple(parse_model_list(args.models)), weights=args.weights,
+        input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, split=args.split,
+    )
+    if config.weights not in ("imagenet", "none"):
+        from .models import resolve_weights  # fail before scanning if a weight file is missing
+        from .registry import get_spec
+
+        for key in config.models:
+            resolve_weights(get_spec(key), config.weights)
+    return _run(args, Path(args.data), config)
+
+
+def _run(args, data: Path, config) -> int:
+    from .study import run_study
+
+    _import_tensorflow_quietly()
+    started = time.perf_counter()
+    reporter = _ProgressPrinter(args.progress_file)
+    try:
+        result = run_study(data, config, root=args.artifacts, name=args.study, progress=reporter)
+    finally:
+        reporter.close()
+    store = result.store
+    notes = []
+    if store.read_study()["data"].get("synthetic"):
+        notes.append("synthetic data")
+    if config.weights == "none":
+        notes.append("random weights")
+    print(f"\nstudy {store.name!r} in {store.dir} ({time.perf_counter() - started:.0f} s)"
+          + (f" — {', '.join(notes)}: not clinical results" if notes else ""))
+    if result.excluded:
+        print(f"{result.excluded} file(s) excluded; reasons in {store.split_csv}")
+    if result.data_changed:
+        print("the data changed since this study last ran; its models were retrained")
+    if result.skipped:
+        print(f"already complete, skipped: {', '.join(result.skipped)}")
+    print(f"{'model':<16}{'acc':>7}{'bal.acc':>9}{'prec':>7}{'recall':>8}{'f1':>7}{'spec':>7}{'AUC':>7}")
+    for key in config.models:
+        m = store.read_metrics(key)
+        auc = f"{m['roc_auc']:.3f}" if m.get("roc_auc") is not None else "  n/a"
+        bal = m.get("balanced_accuracy") or 0.0
+        print(f"{key:<16}{m['accuracy']:>7.3f}{bal:>9.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['specificity']:>7.3f}{auc:>7}")
+    default_root = Path(os.environ.get("CNMC_ARTIFACTS") or "artifacts")
+    env = "" if store.root.resolve() == default_root.resolve() else f"CNMC_ARTIFACTS={store.root} "
+    print(f"see them in the dashboard: {env}streamlit run app.py")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import Predictor
+    from .store import StudyStore
+
+    _import_tensorflow_quietly()
+    predictor = Predictor.load(StudyStore(args.artifacts, args.study))
+    for key, reason in predictor.broken.items():
+        print(f"warning: {reason}", file=sys.stderr)
+    failed = 0
+    for image in args.images:
+        result = predictor.predict(image, name=image)
+        failed += "error" in result
+        print(json.dumps(result), flush=True)
+    return 0 if failed < len(args.images) else 2
+
+
+class _ProgressPrinter:
+    """Progress bars on stderr (tqdm) and, if asked, the same state as JSON in a file."""
+
+    def __init__(self, progress_file: str | None):
+        self.file = Path(progress_file) if progress_file else None
+        self.bar = None
+        self.bar_key = None
+        self.last_write = 0.0
+
+    def __call__(self, info: dict) -> None:
+        from tqdm import tqdm
+
+        stage = info.get("stage")
+        if stage == "model":
+            print(f"[{info['index'] + 1}/{info['count']}] {MODELS[info['model']].name}", file=sys.stderr)
+        elif stage == "skip":
+            print(f"[{info['index'] + 1}/{info['count']}] {MODELS[info['model']].name}: already complete", file=sys.stderr)
+        elif stage == "features":
+            key = (info["model"], info["split"])
+            if key != self.bar_key:
+                self._close_bar()
+                self.bar = tqdm(total=info["total"], desc=f"  features ({info['split']})", unit="img", file=sys.stderr, leave=False)
+                self.bar_key = key
+            self.bar.n = info["done"]
+            self.bar.refresh()
+        elif stage in ("head", "save", "done"):
+            self._close_bar()
+        self._write(info)
+
+    def _write(self, info: dict) -> None:
+        if not self.file:
+            return
+        now = time.monotonic()
+        if info.get("stage") == "features" and now - self.last_write < 0.5 and info.get("done") != info.get("total"):
+            return
+        self.last_write = now
+        from .store import write_json
+
+        write_json(self.file, {**info, "time": time.time()})
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.bar_key = None, None
+
+    def close(self) -> None:
+        self._close_bar()

@@ -1,0 +1,95 @@
+"""Pooled features of the frozen base, computed once per image and cached on disk.
+
+With the base frozen (BatchNorm in inference mode) the base is a fixed function, so the features
+of an image and of its mirror never change: the head can train on them instead of on images.
+
+Cache layout: `<cache>/<model>-<base sha1[:16]>-<size>px/<image sha1[:2]>/<image sha1>.npy`, each
+file an array (views, features) float32: row 0 the image, row 1 its horizontal mirror when
+computed. The key is the model, the exact base weights, the input size and the image's content,
+so a changed file or other weights can never pick up stale features. Files are written
+atomically (temp + rename): a killed run leaves only complete files, and a rerun computes only
+what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .images import iter_batches, preprocess
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = "v1"  # bump when the image pipeline changes in a way that changes features
+
+
+class FeatureCache:
+    def __init__(self, root: Path, model_key: str, base_sha1: str, input_size: int):
+        self.dir = Path(root) / f"{model_key}-{base_sha1[:16]}-{input_size}px-{CACHE_VERSION}"
+
+    def path(self, sha1: str) -> Path:
+        return self.dir / sha1[:2] / f"{sha1}.npy"
+
+    def get(self, sha1: str, views: int) -> np.ndarray | None:
+        p = self.path(sha1)
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return arr[:views] if arr.ndim == 2 and arr.shape[0] >= views else None
+
+    def put(self, sha1: str, feats: np.ndarray) -> None:
+        p = self.path(sha1)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, feats.astype(np.float32), allow_pickle=False)
+        os.replace(tmp, p)
+
+
+def extract(
+    feature_model,
+    preprocess_mode: str,
+    input_size: int,
+    paths: Sequence[str | Path],
+    sha1s: Sequence[str],
+    views: int,
+    cache: FeatureCache,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Features of every image: array (n, views, features); views = 1 (image) or 2 (+ mirror).
+
+    Only images missing from the cache are decoded and run through the model, in batches whose
+    decoding overlaps the forward pass. `progress(done, total)` is called after each batch.
+    """
+    n = len(paths)
+    out: list[np.ndarray | None] = [cache.get(s, views) for s in sha1s]
+    todo = [i for i in range(n) if out[i] is None]
+    # Identical files (same sha1) are computed once.
+    first_of: dict[str, int] = {}
+    todo = [i for i in todo if first_of.setdefault(sha1s[i], i) == i]
+    done = n - len(todo)
+    if progress:
+        progress(done, n)
+    if todo:
+        log.info("computing features of %d of %d images (%d cached)", len(todo), n, done)
+    batches = iter_batches([paths[i] for i in todo], input_size, batch_size)
+    for start, batch in zip(range(0, len(todo), batch_size), batches):
+        # batch: uint8 (b, size, size, 3). With views=2 the mirrors go in the same forward pass.
+        x = batch if views == 1 else np.concatenate([batch, batch[:, :, ::-1, :]])
+        f = np.asarray(feature_model.predict_on_batch(preprocess(x, preprocess_mode)))
+        b = len(batch)
+        for j, i in enumerate(todo[start:start + b]):
+            feats = f[j:j + 1] if views == 1 else np.stack([f[j], f[b + j]])
+            cache.put(sha1s[i], feats)
+            out[i] = feats
+        done += b
+        if progress:
+            progress(done, n)
+    for i in range(n):
+        if out[i] is None:  # a duplicate of an image computed above
+            out[i] = out[first_of[sha1s[i]]]
+    return np.stack(out) if out else np.zeros((0, views, 0), np.float32)

@@ -1,0 +1,220 @@
+"""Running a study: scan, split by subject, then for each model features -> head -> evaluation -> artifacts.
+
+A rerun of the same study skips every model whose artifacts are complete for the same config and
+the same data (fingerprint), and reuses every cached feature file: a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .config import StudyConfig, model_config_hash
+from .dataset import scan as scan_dataset
+from .evaluation import classification_metrics
+from .registry import get_spec
+from .splits import assign
+from .store import StudyStore
+from .synthetic import is_synthetic
+
+log = logging.getLogger(__name__)
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class StudyResult:
+    store: StudyStore
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    excluded: int = 0
+    data_changed: bool = False
+
+
+def _versions() -> dict:
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "cnmc_core": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _devices() -> list[str]:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return [g.name for g in gpus] or ["CPU"]
+
+
+def split_summary(split: pd.DataFrame) -> dict:
+    """Images per class and subjects per split, for study.json and the dashboard."""
+    out = {}
+    for name, part in split[split["split"] != "excluded"].groupby("split"):
+        labels = part["label"].astype(str)
+        out[name] = {
+            "images": int(len(part)),
+            "ALL": int((labels == "1").sum()),
+            "HEM": int((labels == "0").sum()),
+            "subjects": int(part.loc[part["subject"] != "", "subject"].nunique()),
+        }
+    out["excluded"] = int((split["split"] == "excluded").sum())
+    return out
+
+
+def run_study(
+    data_dir: str | Path,
+    config: StudyConfig,
+    root: str | Path | None = None,
+    name: str = "default",
+    progress: Progress | None = None,
+) -> StudyResult:
+    """Train and evaluate every model of `config` on the C-NMC copy at `data_dir`."""
+    config.validate()
+    store = StudyStore(root, name)
+    store.ensure_writable()
+    emit = progress or (lambda info: None)
+
+    emit({"stage": "scan", "message": f"scanning {data_dir}"})
+    scan = scan_dataset(data_dir)
+    mode, assignments = assign(scan, config.split, config.val_fold, config.val_fraction, config.seed)
+    split = pd.DataFrame(
+        [
+            {"path": a.path, "subject": a.subject, "label": "" if a.label is None else a.label,
+             "split": a.split, "reason": a.reason, "group": a.group, "sha1": a.sha1}
+            for a in assignments
+        ]
+    )
+    fingerprint = scan.fingerprint()
+    result = StudyResult(store=store, excluded=int((split["split"] == "excluded").sum()))
+
+    previous = None
+    if store.exists():
+        try:
+            previous = store.read_study()
+        except (OSError, ValueError):
+            previous = None
+    if previous and previous.get("data", {}).get("fingerprint") not in (None, fingerprint):
+        result.data_changed = True
+        log.warning("the data changed since this study was last run: every model is retrained")
+
+    info = {
+        "name": name,
+        "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "running",
+        "config": config.to_dict(),
+        "input_sizes": {k: config.size_for(k) for k in config.models},
+        "data": {
+            "path": str(scan.root.resolve()),
+            "layout": scan.layout,
+            "split_mode": mode,
+            "fingerprint": fingerprint,
+            "synthetic": is_synthetic(scan.root),
+            "summary": split_summary(split),
+        },
+        "versions": _versions(),
+        "devices": _devices(),
+        "seed": config.seed,
+        "models": list(config.models),
+    }
+    store.write_study(info)
+    store.write_split(split)
+
+    train = split[split["split"] == "train"].reset_index(drop=True)
+    val = split[split["split"] == "val"].reset_index(drop=True)
+    for i, key in enumerate(config.models):
+        config_hash = model_config_hash(config, key, fingerprint)
+        if store.model_complete(key, config_hash):
+            result.skipped.append(key)
+            emit({"stage": "skip", "model": key, "index": i, "count": len(config.models)})
+            continue
+        emit({"stage": "model", "model": key, "index": i, "count": len(config.models)})
+        _train_one(key, config, config_hash, scan.root, train, val, store, lambda d: emit({**d, "model": key, "index": i, "count": len(config.models)}))
+        result.trained.append(key)
+
+    info.update(status="complete", updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    store.write_study(info)
+    emit({"stage": "done"})
+    return result
+
+
+def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, train: pd.DataFrame, val: pd.DataFrame, store: StudyStore, emit: Progress) -> None:
+    import keras
+
+    from .features import FeatureCache, extract
+    from .models import base_fingerprint, build_classifier, feature_model, p_all, save_classifier
+    from .training import install_head, train_head
+
+    spec = get_spec(key)
+    size = config.size_for(key)
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(config.seed)
+    t0 = time.perf_counter()
+    classifier = build_classifier(spec, size, config.weights, config.dropout)
+    features = feature_model(classifier)
+    cache = FeatureCache(store.feature_cache_root, key, base_fingerprint(classifier), size)
+
+    def paths(frame):
+        return [data_root / p for p in frame["path"]]
+
+    views = 2 if config.flip else 1
+    t1 = time.perf_counter()
+    train_feats = extract(
+        features, spec.preprocess, size, paths(train), list(train["sha1"]), views, cache,
+        config.feature_batch_size, lambda d, n: emit({"stage": "features", "split": "train", "done": d, "total": n}),
+    )
+    val_feats = extract(
+        features, spec.preprocess, size, paths(val), list(val["sha1"]), 1, cache,
+        config.feature_batch_size, lambda d, n: emit({"stage": "features", "split": "val", "done": d, "total": n}),
+    )[:, 0]
+    t2 = time.perf_counter()
+    emit({"stage": "head"})
+    y_train = train["label"].astype(int).to_numpy()
+    y_val = val["label"].astype(int).to_numpy()
+    head = train_head(train_feats, y_train, val_feats, y_val, config)
+    install_head(classifier, head)
+    t3 = time.perf_counter()
+
+    # The classifier's output at inference (dropout off) is sigmoid(features @ W + b).
+    scores = 1.0 / (1.0 + np.exp(-(val_feats.astype(np.float64) @ head.kernel + head.bias)))
+    prob = p_all(scores)
+    metrics = classification_metrics(y_val, prob)
+    metrics.update(
+        {
+            "model": key,
+            "name": spec.name,
+            "input_size": size,
+            "best_epoch": head.best_epoch,
+            "epochs_run": int(len(head.history)),
+            "n_train": int(len(train)),
+            "n_val": int(len(val)),
+            "seconds": {"build": round(t1 - t0, 2), "features": round(t2 - t1, 2), "head": round(t3 - t2, 2)},
+            "config_hash": config_hash,
+        }
+    )
+    predictions = pd.DataFrame({"path": val["path"], "subject": val["subject"], "label": y_val, "prob_all": prob})
+    emit({"stage": "save"})
+    store.write_model(key, metrics, predictions, head.history, lambda p: save_classifier(classifier, p))
+    log.info(
+        "%s: accuracy %.3f, AUC %s (%s val images)", spec.name, metrics["accuracy"],
+        f"{metrics['roc_auc']:.3f}" if metrics["roc_auc"] is not None else "n/a", len(val),
+    )
+    del classifier, features, train_feats, val_feats
+    gc.collect()
+

@@ -1,0 +1,148 @@
+"""The registry: every row builds, has its Grad-CAM layer, gets its own preprocessing; offline weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from cnmc_core import registry
+from cnmc_core.images import preprocess
+from cnmc_core.models import HEAD_DENSE, HEAD_POOL, WeightsError, build_base, build_classifier, resolve_weights
+from cnmc_core.registry import MODELS
+
+from .conftest import ROOT
+
+
+def test_exactly_the_seven_models_of_the_paper():
+    assert list(MODELS) == ["vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"]
+    assert set(registry.PAPER_TABLE_I) == set(MODELS)
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_row_builds_at_its_minimum_size_flat_with_its_gradcam_layer(key):
+    import keras
+
+    spec = MODELS[key]
+    keras.utils.clear_session()
+    clf = build_classifier(spec, spec.min_input_size, weights="none")
+    # Flat: the Grad-CAM layer is a layer of the classifier itself, not inside a nested model.
+    assert not any(isinstance(layer, keras.Model) for layer in clf.layers)
+    layer = clf.get_layer(spec.gradcam_layer)
+    assert len(layer.output.shape) == 4  # a spatial map (batch, h, w, channels)
+    assert layer.output.shape[-1] == spec.features
+    # The head: GlobalMaxPooling2D -> Dropout(0.5) -> Dense(2, sigmoid), base frozen.
+    assert isinstance(clf.get_layer(HEAD_POOL), keras.layers.GlobalMaxPooling2D)
+    dense = clf.get_layer(HEAD_DENSE)
+    assert dense.units == 2 and dense.activation.__name__ == "sigmoid"
+    assert clf.get_layer(spec.gradcam_layer).trainable is False
+    assert sum(int(np.prod(w.shape)) for w in clf.trainable_weights) == 2 * spec.features + 2
+    base_params = clf.count_params() - (2 * spec.features + 2)
+    assert base_params == spec.params
+    x = np.random.default_rng(0).integers(0, 255, (2, spec.min_input_size, spec.min_input_size, 3)).astype(np.uint8)
+    out = clf.predict_on_batch(preprocess(x, spec.preprocess))
+    assert out.shape == (2, 2) and np.all((out >= 0) & (out <= 1))
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_preprocess_is_the_models_own(key):
+    import keras
+
+    spec = MODELS[key]
+    module = {
+        "vgg16": keras.applications.vgg16, "vgg19": keras.applications.vgg19,
+        "inception_v3": keras.applications.inception_v3, "xception": keras.applications.xception,
+        "efficientnet_b0": keras.applications.efficientnet, "resnet50": keras.applications.resnet,
+        "resnet101": keras.applications.resnet,
+    }[key]
+    x = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    ours = preprocess(x, spec.preprocess)
+    theirs = np.asarray(module.preprocess_input(x.astype(np.float32).copy()))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+
+
+def test_efficientnet_gets_0_to_255():
+    spec = MODELS["efficientnet_b0"]
+    x = np.full((1, 4, 4, 3), 255, np.uint8)
+    assert preprocess(x, spec.preprocess).max() == 255.0  # not 1.0: scaling is inside the model
+    assert preprocess(x, MODELS["xception"].preprocess).max() == 1.0
+
+
+def test_weight_file_names_and_hashes_are_the_ones_keras_checks():
+    """Our table must agree with keras.applications' own download code, or offline folders break."""
+    import inspect
+
+    import keras.src.applications.efficientnet as eff
+    import keras.src.applications.resnet as res
+
+    for key in ("vgg16", "vgg19", "inception_v3", "xception"):
+        src = inspect.getsource(__import__(f"keras.src.applications.{key}", fromlist=["x"]))
+        assert MODELS[key].weights_file in src and MODELS[key].weights_md5 in src
+    assert res.WEIGHTS_HASHES["resnet50"][1] == MODELS["resnet50"].weights_md5
+    assert res.WEIGHTS_HASHES["resnet101"][1] == MODELS["resnet101"].weights_md5
+    assert eff.WEIGHTS_HASHES["b0"][1] == MODELS["efficientnet_b0"].weights_md5
+
+
+def _write_legacy_weights(model, path):
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def test_offline_weights_folder_loads_the_file_and_checks_it(tmp_path, monkeypatch):
+    import keras
+
+    spec = MODELS["vgg16"]
+    keras.utils.set_random_seed(5)
+    donor = build_base(spec, 32, None)
+    weights_file = tmp_path / spec.weights_file
+    _write_legacy_weights(donor, weights_file)
+    md5 = hashlib.md5(weights_file.read_bytes()).hexdigest()
+
+    # The official md5 does not match our home-made file: refused, with the file and md5 named.
+    with pytest.raises(WeightsError, match=f"has md5 {md5}, expected {spec.weights_md5}"):
+        resolve_weights(spec, str(tmp_path))
+
+    monkeypatch.setitem(MODELS, "vgg16", dataclasses.replace(spec, weights_md5=md5))
+    keras.utils.set_random_seed(99)  # a different random init, so equality proves the file was loaded
+    loaded = build_base(MODELS["vgg16"], 32, str(tmp_path))
+    for a, b in zip(donor.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_missing_offline_file_names_file_md5_and_where(tmp_path):
+    spec = MODELS["resnet50"]
+    with pytest.raises(WeightsError) as e:
+        resolve_weights(spec, str(tmp_path))
+    msg = str(e.value)
+    assert spec.weights_file in msg and spec.weights_md5 in msg and str(tmp_path) in msg and spec.weights_url in msg
+
+
+def test_imagenet_without_network_says_what_to_do(tmp_path, monkeypatch):
+    """No internet (as in CI): the error points at the offline folder, never a raw traceback."""
+    import keras
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+    def no_network(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(keras.src.utils.file_utils, "get_file", no_network)
+    spec = MODELS["vgg16"]
+    with pytest.raises(WeightsError, match="--weights FOLDER"):
+        build_base(spec, 32, "imagenet")
+
+
+def test_models_command_lists_the_registry_as_json():
+    out = subprocess.run([sys.executable, "-m", "cnmc_core", "models", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout)
+    assert [r["key"] for r in rows] == list(MODELS)
+    eff = next(r for r in rows if r["key"] == "efficientnet_b0")
+    assert eff["preprocess"] == "none" and eff["gradcam_layer"] == "top_activation" and eff["input_size"] == 224
