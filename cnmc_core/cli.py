@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="paper", help="paper (the paper's protocol, default) or paper_std (head on standardised features)")
     t.add_argument("--split", default="auto", help="auto, official, folds or random (always by subject)")
 
+    st = sub.add_parser("stats", help="recompute a study's statistics (intervals, ensemble, comparisons) from its predictions")
+    st.add_argument("--study", required=True, help="study name")
+    st.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
+    st.add_argument("--replicates", type=int, default=2000, help="subject-bootstrap replicates (default 2000)")
+
     pr = sub.add_parser("predict", help="P(ALL) from every model of a study, one JSON line per image")
     pr.add_argument("--study", required=True, help="study name")
     pr.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 0
-        return {"models": cmd_models, "studies": cmd_studies, "demo": cmd_demo, "train": cmd_train, "predict": cmd_predict}[args.command](args)
+        return {"models": cmd_models, "studies": cmd_studies, "demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "stats": cmd_stats}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished models and cached features are kept; run the same command again to resume", file=sys.stderr)
         return 130
@@ -210,16 +215,37 @@ def _run(args, data: Path, config) -> int:
         print("the data changed since this study last ran; its models were retrained")
     if result.skipped:
         print(f"already complete, skipped: {', '.join(result.skipped)}")
-    print(f"{'model':<16}{'acc':>7}{'bal.acc':>9}{'prec':>7}{'recall':>8}{'f1':>7}{'spec':>7}{'AUC':>7}")
-    for key in config.models:
-        m = store.read_metrics(key)
-        auc = f"{m['roc_auc']:.3f}" if m.get("roc_auc") is not None else "  n/a"
-        bal = m.get("balanced_accuracy") or 0.0
-        print(f"{key:<16}{m['accuracy']:>7.3f}{bal:>9.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['specificity']:>7.3f}{auc:>7}")
+    _print_table(store, list(config.models) + (["ensemble"] if store.model_complete("ensemble") else []))
     default_root = Path(os.environ.get("CNMC_ARTIFACTS") or "artifacts")
     env = "" if store.root.resolve() == default_root.resolve() else f"CNMC_ARTIFACTS={store.root} "
     print(f"see them in the dashboard: {env}streamlit run app.py")
     return 0
+
+
+def cmd_stats(args) -> int:
+    from .analysis import analyse_study
+    from .store import StudyStore
+
+    store = StudyStore(args.artifacts, args.study)
+    if not store.exists():
+        raise CliError(f"no study {args.study!r} under {store.root} (see `python -m cnmc_core studies`)")
+    if args.replicates < 100:
+        raise CliError(f"--replicates {args.replicates} is too few for a 95% interval; use 100 or more")
+    done = analyse_study(store, n_boot=args.replicates)
+    _print_table(store, done["models"] + (["ensemble"] if done["ensemble"] else []))
+    print(f"{done['pairs']} model pairs compared: {store.comparison_csv}")
+    return 0
+
+
+def _print_table(store, keys) -> None:
+    print(f"{'model':<16}{'acc':>7}{'bal.acc':>9}{'prec':>7}{'recall':>8}{'f1':>7}{'spec':>7}{'AUC':>7}  AUC 95% CI")
+    for key in keys:
+        m = store.read_metrics(key)
+        auc = f"{m['roc_auc']:.3f}" if m.get("roc_auc") is not None else "  n/a"
+        bal = m.get("balanced_accuracy") or 0.0
+        ci = m.get("ci95", {}).get("roc_auc")
+        ci_text = f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else ""
+        print(f"{key:<16}{m['accuracy']:>7.3f}{bal:>9.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['specificity']:>7.3f}{auc:>7}{ci_text}")
 
 
 def cmd_predict(args) -> int:

@@ -13,9 +13,12 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+from .stats import reliability
+
 
 def classification_metrics(labels: np.ndarray, prob_all: np.ndarray, threshold: float = 0.5) -> dict:
-    """accuracy, balanced_accuracy, precision, recall, f1, specificity, roc_auc, threshold, confusion_matrix, n."""
+    """accuracy, balanced_accuracy, precision, recall, f1, specificity, roc_auc, f1_weighted, brier,
+    ece (10 equal-width bins) with its reliability bins, threshold, confusion_matrix, n."""
     y = np.asarray(labels, dtype=int)
     p = np.asarray(prob_all, dtype=float)
     if y.shape != p.shape or y.ndim != 1:
@@ -32,7 +35,11 @@ def classification_metrics(labels: np.ndarray, prob_all: np.ndarray, threshold: 
             "f1": float(skm.f1_score(y, pred, zero_division=0)),
             "specificity": float(tn / (tn + fp)) if tn + fp else 0.0,
             "roc_auc": float(skm.roc_auc_score(y, p)) if len(set(y)) > 1 else None,
+            # The challenge ranked entries by F1 weighted over both classes.
+            "f1_weighted": float(skm.f1_score(y, pred, average="weighted", zero_division=0)),
+            "brier": float(skm.brier_score_loss(y, p, pos_label=1)) if len(y) else None,
         }
+    out["ece"], out["reliability"] = reliability(y, p)
     out.update(
         {
             "threshold": float(threshold),

@@ -4,7 +4,9 @@
     <root>/<study>/split.csv                  every file found: path,subject,label,split,reason,...
     <root>/<study>/progress.json              what a running study is doing (for the dashboard)
     <root>/<study>/models/<key>/metrics.json  written last: its presence marks the model complete
-    <root>/<study>/models/<key>/predictions.csv, history.csv, model.keras
+    <root>/<study>/models/<key>/predictions.csv, history.csv, model.keras, subjects.csv
+    <root>/<study>/models/ensemble/metrics.json, predictions.csv, subjects.csv (mean of the models)
+    <root>/<study>/comparison.csv             all model pairs: McNemar, AUC difference with CI
     <root>/.cache/features/...                features shared by all studies (features.py)
 
 The root is the `--artifacts` argument, else $CNMC_ARTIFACTS, else ./artifacts.
@@ -23,6 +25,8 @@ import pandas as pd
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 MODEL_FILES = ("metrics.json", "predictions.csv", "history.csv", "model.keras")
+ENSEMBLE = "ensemble"  # models/ensemble/: mean P(ALL) of the study's models, no history or weights
+ENSEMBLE_FILES = ("metrics.json", "predictions.csv")
 
 
 class StoreError(ValueError):
@@ -100,6 +104,13 @@ class StudyStore:
     def model_file(self, key: str, name: str) -> Path:
         return self.model_dir(key) / name
 
+    def subjects_csv(self, key: str) -> Path:
+        return self.model_file(key, "subjects.csv")
+
+    @property
+    def comparison_csv(self) -> Path:
+        return self.dir / "comparison.csv"
+
     # writing ---------------------------------------------------------------------------------
     def ensure_writable(self) -> None:
         """Fail now, not after hours of training, if the study folder cannot be written."""
@@ -151,13 +162,21 @@ class StudyStore:
 
     def model_complete(self, key: str, config_hash: str | None = None) -> bool:
         """All of a model's files are there and its metrics parse (and match `config_hash` if given)."""
-        if not all(self.model_file(key, f).is_file() for f in MODEL_FILES):
+        if not all(self.model_file(key, f).is_file() for f in (ENSEMBLE_FILES if key == ENSEMBLE else MODEL_FILES)):
             return False
         try:
             metrics = self.read_metrics(key)
         except (OSError, ValueError):
             return False
         return config_hash is None or metrics.get("config_hash") == config_hash
+
+    def update_metrics(self, key: str, extra: dict) -> None:
+        write_json(self.model_file(key, "metrics.json"), {**self.read_metrics(key), **extra})
+
+    def write_ensemble(self, metrics: dict, predictions: pd.DataFrame) -> None:
+        self.model_file(ENSEMBLE, "metrics.json").unlink(missing_ok=True)
+        write_csv(self.model_file(ENSEMBLE, "predictions.csv"), predictions)
+        write_json(self.model_file(ENSEMBLE, "metrics.json"), metrics)
 
     def model_keys(self) -> list[str]:
         folder = self.dir / "models"

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .analysis import analyse_study
 from .config import StudyConfig, model_config_hash
 from .dataset import scan as scan_dataset
 from .evaluation import classification_metrics
@@ -147,6 +148,9 @@ def run_study(
         emit({"stage": "model", "model": key, "index": i, "count": len(config.models)})
         _train_one(key, config, config_hash, scan.root, train, val, store, lambda d: emit({**d, "model": key, "index": i, "count": len(config.models)}))
         result.trained.append(key)
+
+    emit({"stage": "statistics"})
+    analyse_study(store)
 
     info.update(status="complete", updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_study(info)
