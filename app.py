@@ -1,0 +1,22 @@
+"""The C-NMC dashboard: `streamlit run app.py`. Lists the pages; the Overview is the home page.
+
+Every page reads the studies under the artifacts root ($CNMC_ARTIFACTS, else ./artifacts) through
+`cnmc_core.results`; nothing here trains or writes (the demo build runs in its own process).
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="C-NMC: transfer learning for leukemia cells", page_icon=":material/biotech:", layout="wide")
+
+PAGES = [
+    st.Page("pages/1_Overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/2_Confusion_matrices.py", title="Confusion matrices", icon=":material/grid_on:", url_path="confusion"),
+    st.Page("pages/3_Training_curves.py", title="Training curves", icon=":material/show_chart:", url_path="training"),
+    st.Page("pages/4_Curves_and_calibration.py", title="Curves and calibration", icon=":material/tune:", url_path="curves"),
+    st.Page("pages/5_Grad-CAM_gallery.py", title="Grad-CAM gallery", icon=":material/local_fire_department:", url_path="gradcam"),
+    st.Page("pages/6_Classify_a_cell.py", title="Classify a cell", icon=":material/biotech:", url_path="classify"),
+    st.Page("pages/7_Dataset.py", title="Dataset", icon=":material/folder_open:", url_path="dataset"),
+    st.Page("pages/8_About.py", title="About", icon=":material/info:", url_path="about"),
+]
+
+st.navigation(PAGES).run()

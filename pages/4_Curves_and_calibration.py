@@ -1,0 +1,95 @@
+"""ROC and precision-recall curves, calibration, and one model's results at any threshold."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from cnmc_core import results
+from pages import _ui as ui
+
+
+AXES = {"fpr": "false positive rate (1 − specificity)", "tpr": "true positive rate (recall)",
+        "recall": "recall (share of ALL cells found)", "precision": "precision (share of ALL calls that are ALL)"}
+RANGE = [-0.01, 1.01]
+
+
+def lines(frame, x: str, y: str, label: dict[str, float], what: str, diagonal: bool) -> go.Figure:
+    fig = go.Figure()
+    for model, part in frame.groupby("Model", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part[x], y=part[y], mode="lines", name=f"{model} ({what} {label[model]:.3f})",
+            line={"color": ui.model_color(model)}, hovertemplate=f"{model}<br>{x} %{{x:.3f}}<br>{y} %{{y:.3f}}<extra></extra>",
+        ))
+    if diagonal:
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"color": "grey", "dash": "dot"}))
+    fig.update_layout(height=420, margin={"t": 10, "b": 10}, legend={"orientation": "h", "y": -0.25},
+                      xaxis={"range": RANGE, "title": AXES[x]}, yaxis={"range": RANGE, "title": AXES[y]})
+    return fig
+
+
+def calibration(frame) -> go.Figure:
+    fig = go.Figure()
+    for model, part in frame.groupby("Model", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["predicted"], y=part["observed"], mode="lines+markers", name=model, customdata=part["n"],
+            line={"color": ui.model_color(model)},
+            hovertemplate=f"{model}<br>mean P(ALL) %{{x:.2f}}<br>share ALL %{{y:.2f}}<br>%{{customdata}} images<extra></extra>",
+        ))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", line={"color": "grey", "dash": "dot"}))
+    fig.update_layout(height=420, margin={"t": 10, "b": 10}, legend={"orientation": "h", "y": -0.25},
+                      xaxis={"range": RANGE, "title": "mean predicted P(ALL) in the bin"},
+                      yaxis={"range": RANGE, "title": "share of the bin that is ALL"})
+    return fig
+
+
+def matrix(m: results.Matrix) -> go.Figure:
+    text = [[f"{m.counts[i][j]}<br>{m.rates[i][j]:.0%}" for j in range(2)] for i in range(2)]
+    fig = go.Figure(go.Heatmap(
+        z=m.rates, x=[f"called {c}" for c in results.CLASSES], y=[f"true {c}" for c in results.CLASSES],
+        text=text, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1, showscale=False,
+        hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=320, margin={"t": 10, "b": 10, "l": 10, "r": 10})
+    return fig
+
+
+@st.fragment
+def threshold_section(data: results.StudyData) -> None:
+    """Reruns on its own when the slider moves, so the rest of the page is not redrawn."""
+    ui.run(lambda: threshold_body(data))
+
+
+def threshold_body(data: results.StudyData) -> None:
+    st.subheader("Choose a threshold")
+    left, right = st.columns([2, 3])
+    key = ui.models_choice(data, container=left)
+    threshold = left.slider("Call a cell ALL when P(ALL) ≥", 0.0, 1.0, 0.5, 0.01, key="threshold")
+    at = ui.view(results.at_threshold, data, key, threshold)
+    left.plotly_chart(matrix(at.matrix), key="threshold_matrix", config={"displayModeBar": False})
+    cols = right.columns(2)
+    for i, (label, value) in enumerate(at.metrics.items()):
+        saved = at.saved.get(label)
+        moved = value is not None and saved is not None and abs(value - saved) >= 0.0005
+        cols[i % 2].metric(label, "n/a" if value is None else f"{value:.3f}", f"{value - saved:+.3f} vs saved" if moved else None)
+    right.caption("ROC AUC does not depend on the threshold. 'Saved' is the model's threshold in metrics.json.")
+
+
+def page() -> None:
+    data = ui.start("Curves and calibration")
+    curves = ui.view(results.roc_pr, data)
+    if curves.skipped:
+        st.warning("The validation split of " + ", ".join(curves.skipped) + " holds one class only: no ROC or PR curve.")
+    if not curves.auc:
+        st.info("No model has a validation split with both classes, so there are no curves to draw.")
+    else:
+        roc, pr = st.columns(2)
+        roc.markdown("**ROC curve** (ALL is positive)")
+        roc.plotly_chart(lines(curves.roc, "fpr", "tpr", curves.auc, "AUC", True), key="roc")
+        pr.markdown("**Precision-recall curve**")
+        pr.plotly_chart(lines(curves.pr, "recall", "precision", curves.ap, "AP", False), key="pr")
+        st.markdown("**Calibration**: does P(ALL) = 0.8 mean that 80% of such cells are ALL? (10 equal-width bins)")
+        st.plotly_chart(calibration(curves.calibration), key="calibration")
+    threshold_section(data)
+
+
+ui.run(page)

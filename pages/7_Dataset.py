@@ -1,0 +1,48 @@
+"""Dataset: class balance and subjects per split, sample cells of each class, excluded files and why."""
+
+import plotly.express as px
+import streamlit as st
+
+from cnmc_core import results
+from pages import _ui as ui
+
+CLASS_COLORS = {"ALL": "#d62728", "HEM": "#1f77b4", "unlabelled": "#aaaaaa"}
+
+
+def page() -> None:
+    data = ui.start("Dataset")
+    view = ui.view(results.dataset_view, data, 8)
+
+    balance, subjects = st.columns(2)
+    balance.markdown("**Images per class and split**")
+    fig = px.bar(view.balance, x="Split", y="Images", color="Class", barmode="group", text="Images",
+                 color_discrete_map=CLASS_COLORS)
+    fig.update_layout(height=340, margin={"t": 10, "b": 10})
+    balance.plotly_chart(fig, key="balance")
+    subjects.markdown("**Subjects (people) per split**")
+    subjects.dataframe(view.subjects, hide_index=True, width="stretch")
+    subjects.caption("Every split is by subject: all cells of one person are in one split. "
+                     "C-NMC's normal subjects carry an H (H11 is not subject 11). The final test set is unlabelled.")
+
+    st.subheader("Sample cells")
+    if not view.available:
+        st.info(f"The dataset is not at `{view.data_path}` (moved, or on another machine), so no cell can be shown.")
+    else:
+        st.caption("One cell per subject where possible; the whole 450×450 frame, as the models see it (never cropped).")
+        for cls, rows in view.samples.items():
+            st.markdown(f"**{cls}** ({'malignant lymphoblast' if cls == 'ALL' else 'normal B cell'})")
+            for col, row in zip(st.columns(8), rows.itertuples()):
+                png = ui.thumbnail(view.data_path, row.path)
+                if png:
+                    col.image(png, caption=f"subject {row.subject}", width="stretch")
+                else:
+                    col.caption(f"subject {row.subject}: unreadable")
+
+    st.subheader(f"Excluded files ({len(view.excluded)})")
+    if len(view.excluded):
+        st.dataframe(view.excluded.rename(columns={"path": "File", "reason": "Why it was left out"}), hide_index=True, width="stretch")
+    else:
+        st.caption("No file was excluded.")
+
+
+ui.run(page)

@@ -1,0 +1,327 @@
+"""The dashboard, headless (streamlit.testing AppTest): app.py and every page, on a tiny trained study,
+on a study with a broken model, and on an empty artifacts root.
+
+The assertions are what people read off the pages: the metrics of metrics.json, a confusion-matrix
+row that sums to 1, the model that is missing, how to build the demo when there is nothing yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cnmc_core import results
+from cnmc_core.registry import MODELS, PAPER_TABLE_I
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = {
+    "overview": "pages/1_Overview.py",
+    "confusion": "pages/2_Confusion_matrices.py",
+    "training": "pages/3_Training_curves.py",
+    "curves": "pages/4_Curves_and_calibration.py",
+    "gradcam": "pages/5_Grad-CAM_gallery.py",
+    "classify": "pages/6_Classify_a_cell.py",
+    "dataset": "pages/7_Dataset.py",
+    "about": "pages/8_About.py",
+}
+
+
+def open_app(page: str = "overview", query: dict | None = None) -> AppTest:
+    """app.py (the entry point, as `streamlit run` starts it), then `page` through its navigation."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.query_params.update(query or {})
+    at.run()
+    if page != "overview":
+        at.switch_page(PAGES[page]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(e.value for e in elements)
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def values(x) -> list:
+    """A plotly array as a list: plotly sends numpy arrays as typed arrays ({"dtype", "bdata"})."""
+    if isinstance(x, dict) and "bdata" in x:
+        return np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
+    return list(x)
+
+
+def metrics_json(root: Path, study: str, key: str) -> dict:
+    return json.loads((root / study / "models" / key / "metrics.json").read_text())
+
+
+@pytest.fixture
+def study(tiny_study, monkeypatch):
+    root, name = tiny_study
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(root))
+    return Path(root), name
+
+
+@pytest.fixture(scope="module")
+def broken_root(tiny_study, tmp_path_factory) -> Path:
+    """Copies of the tiny study: `broken`, whose EfficientNetB0 metrics.json is not valid JSON and whose
+    study.json also lists ResNet50, which never finished; `unreadable`, whose study.json is cut short."""
+    root, name = tiny_study
+    copy = tmp_path_factory.mktemp("broken")
+    for study in ("broken", "unreadable"):
+        shutil.copytree(Path(root) / name, copy / study, ignore=shutil.ignore_patterns("model.keras"))
+    (copy / "broken" / "models" / "efficientnet_b0" / "metrics.json").write_text('{"accuracy": 0.9, ')
+    info = json.loads((copy / "broken" / "study.json").read_text())
+    info["models"].append("resnet50")
+    info["created"] = "2999-01-01T00:00:00+00:00"  # the newest, so it opens first
+    (copy / "broken" / "study.json").write_text(json.dumps(info))
+    (copy / "unreadable" / "study.json").write_text('{"name": "unreadable", ')
+    return copy
+
+
+@pytest.fixture
+def empty_root(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))
+    return tmp_path
+
+
+# ---- every page --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_the_study_without_error(study, page):
+    at = open_app(page)
+    assert not at.error, texts(at.error)
+    assert at.title[0].value == {"overview": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
+                                 "curves": "Curves and calibration", "gradcam": "Grad-CAM gallery",
+                                 "classify": "Classify a cell", "dataset": "Dataset", "about": "About"}[page]
+    assert "Synthetic demo data" in texts(at.warning)  # the tiny study is synthetic: every page says so
+    assert at.sidebar.selectbox(key="_w_study").value == study[1]
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_empty_root_says_how_to_build_the_demo(empty_root, page):
+    at = open_app(page)
+    info = texts(at.info)
+    assert "no study" in info and "python -m cnmc_core demo" in info and str(empty_root) in info
+    assert not at.dataframe or page == "about"
+    build = [b for b in at.button if b.label == "Build the demo study"]
+    assert len(build) == (1 if page == "overview" else 0)
+
+
+# ---- overview ----------------------------------------------------------------------------------
+
+def test_overview_table_has_the_numbers_of_metrics_json_and_the_paper(study):
+    root, name = study
+    at = open_app()
+    table = at.dataframe[1].value
+    ours = table[table["Source"] == results.OURS].set_index("Model")
+    assert list(ours.index) == [MODELS[k].name for k in ("vgg16", "efficientnet_b0")]
+    for key in ("vgg16", "efficientnet_b0"):
+        m = metrics_json(root, name, key)
+        for field, label in results.METRICS.items():
+            assert ours.loc[MODELS[key].name, label] == pytest.approx(m[field])
+        assert ours.loc[MODELS[key].name, "Best epoch"] == m["best_epoch"]
+    paper = table[table["Source"] == results.PAPER].set_index("Model")
+    assert paper.loc["VGG16", "Accuracy"] == PAPER_TABLE_I["vgg16"]["accuracy"]
+    assert paper.loc["EfficientNetB0", "Recall"] == PAPER_TABLE_I["efficientnet_b0"]["recall"]
+
+    at.toggle(key="_w_paper").set_value(False).run()
+    assert set(at.dataframe[1].value["Source"]) == {results.OURS}
+    assert at.query_params["paper"] == "0"
+
+
+def test_overview_describes_the_study_and_marks_the_best(study):
+    root, name = study
+    at = open_app()
+    facts = texts(at.markdown)
+    assert "SYNTHETIC" in facts and "paper_std" in facts and "75 px" in facts
+    splits = at.dataframe[0].value.set_index("Split")
+    summary = json.loads((root / name / "study.json").read_text())["data"]["summary"]
+    assert splits.loc["train", "images"] == summary["train"]["images"]
+    assert splits.loc["val", "subjects"] == summary["val"]["subjects"]
+
+    view = results.overview(results.load_study(str(root), name))
+    best_auc = max(("vgg16", "efficientnet_b0"), key=lambda k: metrics_json(root, name, k)["roc_auc"])
+    assert MODELS[best_auc].name in view.best["ROC AUC"]
+    csv = pd.read_csv(io.StringIO(view.csv))
+    assert len(csv) == 4 and set(csv["Source"]) == {results.OURS, results.PAPER}
+    assert at.get("download_button")
+
+
+def test_a_broken_model_is_named_and_the_others_shown(broken_root, monkeypatch):
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(broken_root))
+    for page in ("overview", "confusion", "curves"):
+        at = open_app(page)
+        warning = texts(at.warning)
+        assert "EfficientNetB0" in warning and "metrics.json is not valid" in warning
+        assert "ResNet50" in warning and "metrics.json is missing" in warning
+        assert "`unreadable`" in warning  # a study whose study.json is broken is named too
+        assert not at.error
+    at = open_app()
+    assert list(at.dataframe[1].value.query("Source == @results.OURS")["Model"]) == ["VGG16"]
+
+
+# ---- confusion matrices ------------------------------------------------------------------------
+
+def test_confusion_matrices_counts_normalised_and_cell_images(study):
+    root, name = study
+    at = open_app("confusion")
+    counts = {spec["layout"].get("title", {}).get("text"): spec["data"][0]["z"] for spec in plotly_specs(at)}
+    cm = metrics_json(root, name, "vgg16")["confusion_matrix"]
+    assert counts["VGG16"] == cm
+
+    at.toggle(key="_w_normalised").set_value(True).run()
+    for spec in plotly_specs(at):
+        heatmap = spec["data"][0]
+        assert np.allclose(np.array(heatmap["z"], dtype=float).sum(axis=1), 1.0)  # each true class is 100%
+        assert "count" in heatmap["hovertemplate"] and "rate" in heatmap["hovertemplate"]
+
+    at.selectbox(key="cell").set_value(("ALL", "HEM")).run()
+    assert at.metric[0].value == str(cm[1][0])  # false negatives of VGG16
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert len(captions) == min(cm[1][0], 24)
+    assert all(c.startswith("subject ") and "P(ALL)" in c for c in captions)
+
+
+def test_settings_follow_the_user_across_pages_and_into_the_link(study):
+    at = open_app("confusion")
+    at.toggle(key="_w_normalised").set_value(True).run()
+    at.selectbox(key="_w_model").set_value("efficientnet_b0").run()
+    at.switch_page(PAGES["curves"]).run()
+    assert at.selectbox(key="_w_model").value == "efficientnet_b0"
+    at.switch_page(PAGES["confusion"]).run()
+    assert at.toggle(key="_w_normalised").value is True
+    assert at.query_params["normalised"] == "1" and at.query_params["study"] == study[1]
+
+    shared = open_app("confusion", query={"study": study[1], "normalised": "1", "model": "efficientnet_b0"})
+    assert shared.toggle(key="_w_normalised").value is True
+    assert shared.selectbox(key="_w_model").value == "efficientnet_b0"
+
+
+@pytest.mark.parametrize("asked", ["../../etc", "no-such-study"])
+def test_a_bad_study_in_the_link_is_refused(study, asked):
+    at = open_app(query={"study": asked})
+    assert "showing 'tiny'" in texts(at.warning)
+    assert at.sidebar.selectbox(key="_w_study").value == "tiny"
+
+
+# ---- curves --------------------------------------------------------------------------------------
+
+def test_training_curves_mark_the_kept_epoch(study):
+    root, name = study
+    at = open_app("training")
+    (spec,) = plotly_specs(at)
+    names = {t["name"] for t in spec["data"]}
+    assert {"VGG16 (train)", "VGG16 (validation)", "EfficientNetB0 (validation)"} <= names
+    stars = [t for t in spec["data"] if t["name"] == "kept (best) epoch"]
+    assert values(stars[0]["x"]) == [metrics_json(root, name, k)["best_epoch"] for k in ("vgg16", "efficientnet_b0")]
+
+
+def test_threshold_slider_recomputes_the_matrix_and_metrics(study):
+    root, name = study
+    at = open_app("curves")
+    roc = next(s for s in plotly_specs(at) if any("AUC" in t["name"] for t in s["data"]))
+    auc = metrics_json(root, name, "vgg16")["roc_auc"]
+    assert any(t["name"] == f"VGG16 (AUC {auc:.3f})" for t in roc["data"])
+
+    at.slider(key="threshold").set_value(0.3).run()
+    p = pd.read_csv(root / name / "models" / "vgg16" / "predictions.csv")
+    called = p["prob_all"] >= 0.3
+    accuracy = float((called == (p["label"] == 1)).mean())
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Accuracy"] == f"{accuracy:.3f}"
+    matrix = plotly_specs(at)[-1]["data"][0]["z"]
+    assert np.allclose(np.array(matrix).sum(axis=1), 1.0)
+    assert int(called.sum()) == sum(int(t.split("<br>")[0]) for row in plotly_specs(at)[-1]["data"][0]["text"] for t in row[1:])
+
+
+# ---- dataset, shells, classify -------------------------------------------------------------------
+
+def test_dataset_page_counts_classes_subjects_and_shows_cells(study):
+    root, name = study
+    split = pd.read_csv(root / name / "split.csv", dtype={"subject": str}, keep_default_na=False)
+    at = open_app("dataset")
+    (bars,) = plotly_specs(at)
+    shown = {(t["name"], x): y for t in bars["data"] for x, y in zip(values(t["x"]), values(t["y"]))}
+    train = split[split["split"] == "train"]
+    assert shown[("ALL", "train")] == int((train["label"].astype(str) == "1").sum())
+    subjects = at.dataframe[0].value.set_index("Split")
+    assert subjects.loc["val", "Subjects"] == split.loc[split["split"] == "val", "subject"].nunique()
+    assert len([c for img in at.get("image") for c in img.captions]) == 16  # 8 per class
+
+
+def test_classify_shell_and_upload(study):
+    root, name = study
+    at = open_app("classify")
+    assert "Research use only" in texts(at.warning)
+    assert "explain" in texts(at.info)
+    data = results.load_study(str(root), name)
+    cell = Path(data.data_path) / data.predictions["vgg16"]["path"][0]
+    at.file_uploader(key="upload").set_value((cell.name, cell.read_bytes(), "image/bmp")).run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.metric[0].value in ("ALL", "HEM")
+    table = at.dataframe[0].value
+    assert list(table["Model"]) == ["VGG16", "EfficientNetB0"] and table["P(ALL)"].between(0, 1).all()
+    assert "of 2 models" in texts(at.markdown)
+
+    at.file_uploader(key="upload").set_value(("notes.png", b"not an image at all", "image/png")).run()
+    assert "cannot be classified" in texts(at.error)
+
+
+def test_gradcam_shell_lists_the_layers(study):
+    at = open_app("gradcam")
+    assert "explain" in texts(at.info)
+    assert list(at.dataframe[0].value["Grad-CAM layer"]) == [MODELS["vgg16"].gradcam_layer, MODELS["efficientnet_b0"].gradcam_layer]
+
+
+# ---- building the demo -------------------------------------------------------------------------------
+
+def test_progress_events_read_as_words():
+    fraction, text = results.describe_progress(
+        {"stage": "features", "model": "vgg16", "index": 1, "count": 4, "split": "train", "done": 267, "total": 534})
+    assert fraction == pytest.approx((1 + 0.75 * 0.5) / 4) and "VGG16" in text and "2 of 4" in text
+    assert results.describe_progress({"stage": "done"}) == (1.0, "done")
+    assert results.describe_progress(None)[0] == 0.0
+
+
+def test_a_build_that_dies_is_reported_with_its_last_words(tmp_path):
+    import subprocess
+
+    folder = tmp_path / results.DEMO_DIR
+    folder.mkdir()
+    (folder / "build.log").write_text("writing synthetic cells …\nerror: no space left on device\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (folder / "pid").write_text(str(dead.pid))
+    status = results.demo_build_status(str(tmp_path))
+    assert status.state == "failed" and "no space left on device" in status.text
+    (folder / "progress.json").write_text(json.dumps({"stage": "done"}))
+    assert results.demo_build_status(str(tmp_path)).state == "done"
+
+
+def test_the_button_builds_the_demo_in_another_process(empty_root, demo_data, monkeypatch):
+    """The real CLI in its own process (small and fast: the test's synthetic data, 32 px, 1 epoch)."""
+    fast = ("--data", str(demo_data), "--models", "vgg16", "--input-size", "32", "--epochs", "1")
+    monkeypatch.setattr(results, "start_demo_build", partial(results.start_demo_build, extra_args=fast))
+    at = open_app()
+    next(b for b in at.button if b.label == "Build the demo study").click().run()
+    (progress,) = at.get("progress")  # the build has just started: the page shows how far it is
+    assert progress.proto.text.startswith("Building the demo study")
+    deadline = time.monotonic() + 120
+    while (status := results.demo_build_status(str(empty_root))).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status.state == "done", status.text
+    at = open_app()
+    assert at.sidebar.selectbox(key="_w_study").value == "demo"
+    assert list(at.dataframe[1].value.query("Source == @results.OURS")["Model"]) == ["VGG16"]

@@ -1,0 +1,77 @@
+"""The dashboard end to end in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+`streamlit run app.py` serves the tiny trained study; every page must draw without an exception
+element, the confusion matrices must switch to row-normalised (and stay so across pages), and an
+uploaded cell must get a prediction.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_pages import CHROMIUM, PAGES, browser, serve, wait_rendered
+from cnmc_core import results
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: `apt-get install -y chromium`"),
+]
+pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed: pip install -r requirements-dev.txt")
+
+
+@pytest.fixture(scope="module")
+def page(tiny_study):
+    root, _ = tiny_study
+    with serve(root) as url, browser() as b:
+        tab = b.new_context(base_url=url, viewport={"width": 1400, "height": 1200}).new_page()
+        tab.set_default_timeout(60_000)
+        yield tab
+
+
+def visit(page, path: str) -> None:
+    page.goto(f"/{path}")
+    wait_rendered(page)
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_draws_without_an_exception(page, path):
+    visit(page, path)
+    assert page.locator("h1").first.inner_text().strip() == PAGES[path]
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "Synthetic demo data" in page.locator('[data-testid="stMain"]').inner_text()
+
+
+def test_confusion_matrix_switches_to_row_normalised_and_stays(page):
+    visit(page, "confusion")
+    first = page.locator('[data-testid="stPlotlyChart"]').first
+    assert "%" not in first.inner_text()  # counts
+    page.get_by_text("Row-normalised (share of each true class)").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=\"stPlotlyChart\"]').innerText.includes('%')")
+    wait_rendered(page)
+    shares = [int(s) for s in re.findall(r"(\d+)%", first.inner_text())]
+    assert len(shares) == 4 and abs(shares[0] + shares[1] - 100) <= 1  # one true class sums to 100%
+    assert "normalised=1" in page.url
+
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Overview").click()
+    wait_rendered(page)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Confusion matrices").click()
+    wait_rendered(page)
+    assert "%" in page.locator('[data-testid="stPlotlyChart"]').first.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_an_uploaded_cell_gets_a_prediction(page, tiny_study):
+    root, name = tiny_study
+    data = results.load_study(str(root), name)
+    cell = Path(data.data_path) / data.predictions["vgg16"]["path"][0]
+    visit(page, "classify")
+    assert "Research use only" in page.locator('[data-testid="stMain"]').inner_text()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(cell))
+    page.get_by_text("Ensemble call (mean P(ALL) of the models)").wait_for(timeout=120_000)
+    wait_rendered(page, timeout_ms=120_000)
+    text = page.locator('[data-testid="stMain"]').inner_text()
+    assert re.search(r"\b(ALL|HEM)\b", text) and "of 2 models" in text
+    assert page.locator('[data-testid="stException"]').count() == 0
