@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
 ]
 PAGES = {  # url path -> title, as app.py lists them ("" is the home page, the Overview)
     "": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
-    "curves": "Curves and calibration", "gradcam": "Grad-CAM gallery", "classify": "Classify a cell",
+    "curves": "Curves and calibration", "compare": "Compare", "gradcam": "Grad-CAM gallery", "classify": "Classify a cell",
     "dataset": "Dataset", "about": "About",
 }
 # True when the page is completely drawn: Streamlit's script run is over, no skeleton placeholder
@@ -43,10 +43,11 @@ RENDERED_JS = """() => {
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   const main = document.querySelector('[data-testid="stMain"]');
   if (!main || !main.querySelector('h1') || main.querySelector('[data-testid="stSkeleton"]')) return false;
+  const shown = (el) => !el.closest('details:not([open])');  // a closed expander draws nothing
   for (const df of main.querySelectorAll('[data-testid="stDataFrame"]'))
-    if (!df.querySelector('[data-testid="data-grid-canvas"]')) return false;
+    if (shown(df) && !df.querySelector('[data-testid="data-grid-canvas"]')) return false;
   for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]'))
-    if (!chart.querySelector('.main-svg')) return false;
+    if (shown(chart) && !chart.querySelector('.main-svg')) return false;
   for (const img of main.querySelectorAll('img')) if (!img.complete) return false;
   return true;
 }"""

@@ -47,7 +47,9 @@ def _import_tensorflow_quietly() -> None:
         os.dup2(devnull, 2)
         import tensorflow as tf
 
-        tf.config.list_physical_devices("GPU")
+        for gpu in tf.config.list_physical_devices("GPU"):
+            # Take GPU memory as needed, so the dashboard and a training run can share one card.
+            tf.config.experimental.set_memory_growth(gpu, True)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--batch-size", type=int, help="head training batch size (default 40)")
         q.add_argument("--seed", type=int, help="random seed (default 42)")
         q.add_argument("--progress-file", help="also write progress as JSON to this file")
+        q.add_argument("--feature-batch-size", type=int, help="images per forward pass when computing features (default 32)")
 
     d = sub.add_parser("demo", help="make a synthetic C-NMC-like dataset and run the seven-model study on it (CPU, no download)")
     study_args(d, DEMO_STUDY)
@@ -84,8 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="the C-NMC folder (Kaggle or TCIA layout, or fold_* folders)")
     t.add_argument("--weights", default="imagenet", help="imagenet (downloaded once), none (random), or a folder of notop .h5 files")
     t.add_argument("--input-size", type=int, help="input side in pixels for every model (default: each model's native size)")
-    t.add_argument("--preset", default="paper", help="paper (the paper's protocol, default) or paper_std (head on standardised features)")
+    t.add_argument("--preset", default="paper", help=(
+        "paper (the paper's protocol, default), paper_std (head on standardised features) or finetune "
+        "(eight orientations, class weights, test-time augmentation, threshold from the training split, "
+        "top block fine-tuned: best on a GPU; see docs/protocols.md)"))
     t.add_argument("--split", default="auto", help="auto, official, folds or random (always by subject)")
+
+    ab = sub.add_parser("ablate", help="paper_std, then the finetune preset's parts added one by one: one study each, one table")
+    ab.add_argument("--data", required=True, help="the C-NMC folder (Kaggle or TCIA layout, or fold_* folders)")
+    ab.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
+    ab.add_argument("--study-prefix", default="ablation", help="studies are PREFIX-0-baseline, PREFIX-1-STEP, … (default: ablation)")
+    ab.add_argument("--models", default="all", help="all, or comma-separated keys (see `models`)")
+    ab.add_argument("--weights", default="imagenet", help="imagenet (downloaded once), none (random), or a folder of notop .h5 files")
+    ab.add_argument("--input-size", type=int, help="input side in pixels for every model (default: each model's native size)")
+    ab.add_argument("--epochs", type=int, help="maximum head epochs (default 15)")
+    ab.add_argument("--seed", type=int, help="random seed (default 42)")
+    ab.add_argument("--steps", default="orientations,class_weight,tta,threshold,finetune",
+                    help="what to add, in order, cumulatively: orientations, color_jitter, class_weight, tta, threshold, "
+                         "finetune (default: orientations,class_weight,tta,threshold,finetune)")
+    ab.add_argument("--progress-file", help="also write progress as JSON to this file")
 
     st = sub.add_parser("stats", help="recompute a study's statistics (intervals, ensemble, comparisons) from its predictions")
     st.add_argument("--study", required=True, help="study name")
@@ -96,12 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--study", required=True, help="study name")
     pr.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (BMP, PNG, JPEG, TIFF)")
+
+    ex = sub.add_parser("explain", help="where one model looked (Grad-CAM overlay as PNG, heatmap as .npy)")
+    ex.add_argument("--study", required=True, help="study name")
+    ex.add_argument("--artifacts", help="artifacts root (default: $CNMC_ARTIFACTS or ./artifacts)")
+    ex.add_argument("--model", required=True, help="model key (see `models`)")
+    ex.add_argument("image", metavar="IMAGE", help="image file (BMP, PNG, JPEG, TIFF)")
+    ex.add_argument("--out", required=True, help="the overlay, a .png file")
+    ex.add_argument("--npy", help="also save the heatmap: float32 (height, width) in [0, 1], image coordinates")
+    ex.add_argument("--method", default="gradcam", help="gradcam (default), gradcam++ or scorecam")
+    ex.add_argument("--target", default="predicted", help="predicted (the model's class, default) or all (evidence for ALL)")
+    ex.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity over the cell, 0-1 (default 0.45)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_TqdmHandler()])
     for noisy in ("tensorflow", "absl", "h5py", "PIL"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     parser = build_parser()
@@ -110,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 0
-        return {"models": cmd_models, "studies": cmd_studies, "demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "stats": cmd_stats}[args.command](args)
+        return {"models": cmd_models, "studies": cmd_studies, "demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "explain": cmd_explain, "stats": cmd_stats, "ablate": cmd_ablate}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished models and cached features are kept; run the same command again to resume", file=sys.stderr)
         return 130
@@ -164,7 +195,7 @@ def cmd_demo(args) -> int:
     models = parse_model_list(args.models)
     config = from_preset(
         "paper_std", models=tuple(models), weights="none", input_size=args.input_size,
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, feature_batch_size=args.feature_batch_size,
     )
     data = Path(args.data) if args.data else artifacts_root(args.artifacts) / ".data" / "demo"
     if not synthetic.is_synthetic(data):
@@ -181,6 +212,7 @@ def cmd_train(args) -> int:
     config = from_preset(
         args.preset, models=tuple(parse_model_list(args.models)), weights=args.weights,
         input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, split=args.split,
+        feature_batch_size=args.feature_batch_size,
     )
     if config.weights not in ("imagenet", "none"):
         from .models import resolve_weights  # fail before scanning if a weight file is missing
@@ -237,6 +269,59 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .config import ablation_configs
+    from .store import StudyStore, check_study_name
+    from .study import run_study
+
+    check_study_name(f"{args.study_prefix}-0-baseline")
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    configs = ablation_configs(
+        steps, models=tuple(parse_model_list(args.models)), weights=args.weights, input_size=args.input_size,
+        epochs=args.epochs, seed=args.seed,
+    )
+    if args.weights not in ("imagenet", "none"):
+        from .models import resolve_weights
+        from .registry import get_spec
+
+        for key in configs[0][1].models:
+            resolve_weights(get_spec(key), args.weights)
+    _import_tensorflow_quietly()
+    started = time.perf_counter()
+    rows = []
+    for i, (step, config) in enumerate(configs):
+        name = f"{args.study_prefix}-{i}-{step}"
+        print(f"== {name} ({i + 1} of {len(configs)})", file=sys.stderr)
+        reporter = _ProgressPrinter(args.progress_file)
+        try:
+            run_study(Path(args.data), config, root=args.artifacts, name=name, progress=reporter)
+        finally:
+            reporter.close()
+        store = StudyStore(args.artifacts, name)
+        rows.append((f"{i} {'+ ' if i else ''}{step}", {k: store.read_metrics(k) for k in config.models}))
+    print(f"\nablation in {time.perf_counter() - started:.0f} s: each row adds its step to the rows above "
+          f"(studies {args.study_prefix}-N-STEP)")
+    _print_ablation(rows, list(configs[0][1].models))
+    return 0
+
+
+def _print_ablation(rows, keys) -> None:
+    """One row per step: mean balanced accuracy and AUC over the models, then each model's balanced accuracy."""
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return f"{sum(values) / len(values):.3f}" if values else "n/a"
+
+    def cell(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"{'step':<{width}}{'bal.acc':>9}{'AUC':>7}" + "".join(f"{k:>{max(len(k), 5) + 2}}" for k in keys))
+    for label, metrics in rows:
+        bal = [metrics[k].get("balanced_accuracy") for k in keys]
+        auc = [metrics[k].get("roc_auc") for k in keys]
+        print(f"{label:<{width}}{mean(bal):>9}{mean(auc):>7}" + "".join(f"{cell(b):>{max(len(k), 5) + 2}}" for k, b in zip(keys, bal)))
+
+
 def _print_table(store, keys) -> None:
     print(f"{'model':<16}{'acc':>7}{'bal.acc':>9}{'prec':>7}{'recall':>8}{'f1':>7}{'spec':>7}{'AUC':>7}  AUC 95% CI")
     for key in keys:
@@ -264,6 +349,48 @@ def cmd_predict(args) -> int:
     return 0 if failed < len(args.images) else 2
 
 
+def cmd_explain(args) -> int:
+    from . import explain
+    from .registry import get_spec
+    from .store import StudyStore, write_bytes, write_npy
+
+    get_spec(args.model)
+    explain.check_method(args.method)
+    explain.check_target(args.target)
+    if not 0.0 <= args.opacity <= 1.0:
+        raise CliError(f"--opacity must be between 0 and 1; got {args.opacity}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise CliError(f"--out {args.out!r} must end in .png")
+    if args.npy and Path(args.npy).suffix.lower() != ".npy":
+        raise CliError(f"--npy {args.npy!r} must end in .npy")
+    if not Path(args.image).is_file():
+        raise CliError(f"{args.image}: no such file")
+    store = StudyStore(args.artifacts, args.study)
+    explain.check_study_model(store, args.model)  # before TensorFlow starts: a wrong name fails at once
+    _import_tensorflow_quietly()
+    img, e = explain.explain_image(store, args.model, args.image, args.method, args.target)
+    write_bytes(out, explain.png_bytes(explain.overlay(img, e.heatmap, args.opacity)))
+    if args.npy:
+        write_npy(Path(args.npy), e.heatmap)
+    note = "; no location adds evidence for it (the heatmap is all zero)" if e.empty else ""
+    print(f"{args.model}: P(ALL) {e.p_all:.3f}; {explain.METHODS[e.method]} on {e.layer}, evidence for {e.target}{note}; wrote {out}"
+          + (f" and {args.npy}" if args.npy else ""))
+    return 0
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines on stderr that do not collide with a progress bar being drawn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never take the run down
+            self.handleError(record)
+
+
 class _ProgressPrinter:
     """Progress bars on stderr (tqdm) and, if asked, the same state as JSON in a file."""
 
@@ -278,9 +405,9 @@ class _ProgressPrinter:
 
         stage = info.get("stage")
         if stage == "model":
-            print(f"[{info['index'] + 1}/{info['count']}] {MODELS[info['model']].name}", file=sys.stderr)
+            tqdm.write(f"[{info['index'] + 1}/{info['count']}] {MODELS[info['model']].name}", file=sys.stderr)
         elif stage == "skip":
-            print(f"[{info['index'] + 1}/{info['count']}] {MODELS[info['model']].name}: already complete", file=sys.stderr)
+            tqdm.write(f"[{info['index'] + 1}/{info['count']}] {MODELS[info['model']].name}: already complete", file=sys.stderr)
         elif stage == "features":
             key = (info["model"], info["split"])
             if key != self.bar_key:

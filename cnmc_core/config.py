@@ -1,7 +1,8 @@
 """The study configuration: one frozen dataclass, one comment per field, presets as overrides.
 
 The resolved config is saved in study.json; `model_config_hash` decides whether a model's saved
-results are still valid for a rerun.
+results are still valid for a rerun. The fields after `feature_batch_size` came with the
+`finetune` preset; their defaults are the paper's behaviour, and `docs/protocols.md` explains each.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ class StudyConfig:
     val_fraction: float = 0.2  # with split=random: share of each class's subjects in validation
     seed: int = 42  # model init, head init, flips, dropout, random split
     feature_batch_size: int = 32  # images per forward pass when caching features (speed only)
+    # 1 = as is, 2 = + horizontal mirror (the paper's flips), 8 = the four 90-degree rotations, each
+    # also mirrored (cells have no orientation): the views `flip` draws from and `tta` averages over
+    orientations: int = 2
+    # colour jitter strength j: each training image's channels are scaled by gains in [1-j, 1+j] and
+    # its brightness by a factor in [1-j, 1+j] (multiplicative: the black background stays black).
+    # It needs images, so it acts only in the fine-tuning stage (`finetune`), never on cached features
+    color_jitter: float = 0.0
+    class_weight: bool = False  # weight each training image by n / (2 * n_its_class): both classes count equally
+    tta: bool = False  # test-time augmentation: P(ALL) is the mean over the `orientations` views of each image
+    # decision threshold on P(ALL): "fixed" = 0.5; "train" = the one that maximises balanced accuracy
+    # (Youden's J) on the training split's own predictions. The validation split is never used for it
+    threshold: str = "fixed"
+    finetune: bool = False  # after the head, train the registry's top block of the base too (BatchNorm stays frozen)
+    finetune_epochs: int = 5  # upper bound for the fine-tuning stage (early stopping with `patience` too)
+    finetune_learning_rate: float = 1e-4  # Adamax, for the fine-tuning stage (the head stage keeps `learning_rate`)
 
     def size_for(self, key: str) -> int:
         return self.input_size or get_spec(key).input_size
@@ -48,6 +64,18 @@ class StudyConfig:
             raise ValueError(f"--input-size {self.input_size} is larger than useful (C-NMC frames are 450 px); use 1024 or less")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.orientations not in ORIENTATIONS:
+            raise ValueError(f"orientations must be one of {', '.join(map(str, ORIENTATIONS))}; got {self.orientations!r}")
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {', '.join(THRESHOLDS)}; got {self.threshold!r}")
+        if not 0 <= self.color_jitter < 1:
+            raise ValueError(f"color_jitter must be in [0, 1); got {self.color_jitter}")
+        if self.color_jitter and not self.finetune:
+            raise ValueError("color_jitter acts on images, so only in the fine-tuning stage; set finetune too")
+        if self.finetune_epochs < 1:
+            raise ValueError(f"finetune_epochs must be at least 1; got {self.finetune_epochs}")
+        if not 0 < self.finetune_learning_rate < 1:
+            raise ValueError(f"finetune_learning_rate must be in (0, 1); got {self.finetune_learning_rate}")
         return self
 
     def to_dict(self) -> dict:
@@ -64,7 +92,54 @@ PRESETS: dict[str, dict] = {
     # from in 15 epochs at 1e-3; standardising fixes the scale. The saved classifier has the paper's
     # exact architecture: the scaling is folded into the Dense layer.
     "paper_std": {"standardize": True},
+    # What the strongest C-NMC work does: every orientation (eight views), class weights, test-time
+    # augmentation, the threshold chosen on the training split, then the top block of the base
+    # fine-tuned at a lower learning rate with colour jitter. Each part is a field of its own.
+    "finetune": {
+        "standardize": True, "orientations": 8, "color_jitter": 0.1, "class_weight": True, "tta": True,
+        "threshold": "train", "finetune": True,
+    },
 }
+
+ORIENTATIONS = (1, 2, 8)
+THRESHOLDS = ("fixed", "train")
+# Fields added after the first studies: hashed only when they differ from these defaults, so that
+# the results of `paper` and `paper_std` studies stay valid. The fine-tuning-only ones are not
+# hashed at all without fine-tuning (they change nothing then).
+_LATER_FIELDS = {
+    "orientations": 2, "color_jitter": 0.0, "class_weight": False, "tta": False, "threshold": "fixed",
+    "finetune": False, "finetune_epochs": 5, "finetune_learning_rate": 1e-4,
+}
+_FINETUNE_ONLY = ("color_jitter", "finetune_epochs", "finetune_learning_rate")
+
+
+# The finetune preset's parts, each a step an ablation can add on top of `paper_std`.
+ABLATION_STEPS: dict[str, dict] = {
+    "orientations": {"orientations": 8},
+    "color_jitter": {"color_jitter": 0.1},
+    "class_weight": {"class_weight": True},
+    "tta": {"tta": True},
+    "threshold": {"threshold": "train"},
+    "finetune": {"finetune": True},
+}
+
+
+def ablation_configs(steps: list[str], **overrides) -> list[tuple[str, StudyConfig]]:
+    """[("baseline", paper_std), (step 1, + its change), (step 2, + both changes), ...], all validated."""
+    unknown = [s for s in steps if s not in ABLATION_STEPS]
+    if unknown or not steps or len(set(steps)) != len(steps):
+        raise ValueError(
+            f"--steps must be distinct names from {', '.join(ABLATION_STEPS)}; got {','.join(steps) or 'nothing'}"
+        )
+    out = [("baseline", from_preset("paper_std", **overrides))]
+    changes: dict = {}
+    for step in steps:
+        changes.update(ABLATION_STEPS[step])
+        try:
+            out.append((step, from_preset("paper_std", **{**overrides, **changes})))
+        except ValueError as e:
+            raise ValueError(f"--steps: after {step!r}: {e}") from None
+    return out
 
 
 def from_preset(preset: str = "paper", **overrides) -> StudyConfig:
@@ -79,6 +154,9 @@ def model_config_hash(config: StudyConfig, key: str, data_fingerprint: str) -> s
     d = config.to_dict()
     for speed_only in ("models", "feature_batch_size", "preset"):
         d.pop(speed_only)
+    for name, default in _LATER_FIELDS.items():
+        if d[name] == default or (name in _FINETUNE_ONLY and not config.finetune):
+            d.pop(name)
     d["input_size"] = config.size_for(key)
     d["model"] = key
     d["data"] = data_fingerprint

@@ -1,14 +1,19 @@
 """Pooled features of the frozen base, computed once per image and cached on disk.
 
 With the base frozen (BatchNorm in inference mode) the base is a fixed function, so the features
-of an image and of its mirror never change: the head can train on them instead of on images.
+of an image and of its rotations and mirrors never change: the head can train on them instead of
+on images.
+
+Views, in a fixed order (`orient`): view v is the image rotated by 90 degrees x (v // 2), then
+mirrored left-right if v is odd. So view 0 is the image, view 1 its mirror (the paper's flip), and
+views 0-7 are the eight symmetries of the square (a cell has no orientation).
 
 Cache layout: `<cache>/<model>-<base sha1[:16]>-<size>px/<image sha1[:2]>/<image sha1>.npy`, each
-file an array (views, features) float32: row 0 the image, row 1 its horizontal mirror when
-computed. The key is the model, the exact base weights, the input size and the image's content,
-so a changed file or other weights can never pick up stale features. Files are written
-atomically (temp + rename): a killed run leaves only complete files, and a rerun computes only
-what is missing.
+file an array (views, features) float32 holding views 0, 1, ... in that order; a file with fewer
+views than asked is computed again with all of them. The key is the model, the exact base
+weights, the input size and the image's content, so a changed file or other weights can never
+pick up stale features. Files are written atomically (temp + rename): a killed run leaves only
+complete files, and a rerun computes only what is missing.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from .images import iter_batches, preprocess
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "v1"  # bump when the image pipeline changes in a way that changes features
+
+
+def orient(batch: np.ndarray, view: int) -> np.ndarray:
+    """View `view` (0-7) of a batch (n, h, w, channels): rot90 x (view // 2), then a mirror if odd."""
+    out = np.rot90(batch, k=view // 2, axes=(1, 2))
+    return out[:, :, ::-1] if view % 2 else out
 
 
 class FeatureCache:
@@ -60,11 +71,13 @@ def extract(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Features of every image: array (n, views, features); views = 1 (image) or 2 (+ mirror).
+    """Features of every image: array (n, views, features), views 0 .. views-1 of `orient` (1 to 8).
 
     Only images missing from the cache are decoded and run through the model, in batches whose
     decoding overlaps the forward pass. `progress(done, total)` is called after each batch.
     """
+    if not 1 <= views <= 8:
+        raise ValueError(f"views must be from 1 to 8; got {views}")
     n = len(paths)
     out: list[np.ndarray | None] = [cache.get(s, views) for s in sha1s]
     todo = [i for i in range(n) if out[i] is None]
@@ -78,12 +91,16 @@ def extract(
         log.info("computing features of %d of %d images (%d cached)", len(todo), n, done)
     batches = iter_batches([paths[i] for i in todo], input_size, batch_size)
     for start, batch in zip(range(0, len(todo), batch_size), batches):
-        # batch: uint8 (b, size, size, 3). With views=2 the mirrors go in the same forward pass.
-        x = batch if views == 1 else np.concatenate([batch, batch[:, :, ::-1, :]])
-        f = np.asarray(feature_model.predict_on_batch(preprocess(x, preprocess_mode)))
+        # batch: uint8 (b, size, size, 3). Views go two at a time into one forward pass of 2b
+        # images (a view and its mirror), so views 0 and 1 are computed as they always were.
+        parts = []
+        for first in range(0, views, 2):
+            x = np.concatenate([orient(batch, v) for v in range(first, min(first + 2, views))])
+            parts.append(np.asarray(feature_model.predict_on_batch(preprocess(x, preprocess_mode))))
+        f = np.concatenate(parts)  # (views * b, features), view-major
         b = len(batch)
         for j, i in enumerate(todo[start:start + b]):
-            feats = f[j:j + 1] if views == 1 else np.stack([f[j], f[b + j]])
+            feats = f[j::b]  # (views, features)
             cache.put(sha1s[i], feats)
             out[i] = feats
         done += b

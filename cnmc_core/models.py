@@ -144,4 +144,12 @@ def load_classifier(path: Path):
     """Load a saved classifier in Keras safe mode (a file that would run code is refused)."""
     import keras
 
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as e:
+        if "safe_mode" in str(e):
+            raise ValueError(
+                f"{Path(path).name} was refused: it holds code (a Lambda layer) that safe mode never runs; "
+                "retrain the model with this tool"
+            ) from None
+        raise

@@ -1,8 +1,16 @@
 """Classifying cells with every trained model of a study: the one code path of `predict` and the page.
 
 Models are loaded once (Keras safe mode) and kept; each image is decoded once, resized once per
-input size, and run through each model. P(ALL) is `models.p_all` of the classifier's output,
-the same number `predictions.csv` holds for validation images.
+input size, and run through each model. P(ALL) is `models.p_all` of the classifier's output (the
+mean over the study's orientations when it was evaluated with test-time augmentation), the same
+number `predictions.csv` holds for validation images; each model votes at its own threshold.
+
+Out-of-distribution check: C-NMC frames are one stained cell, centred, on black. A frame is flagged
+(`ood.warning`, with one reason per problem) when its image statistics fall outside those of the
+study's training frames (`images.unusual_frame_reasons`), or when its pooled features are far from
+the training images' features for at least half of the models: the RMS z-score of the features
+against the training mean and spread exceeds FEATURE_MARGIN times its 99th percentile over the
+training sample. The prediction is still given; the warning says it is unreliable.
 """
 
 from __future__ import annotations
@@ -12,12 +20,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from PIL import Image
 
-from .images import ImageError, open_image, preprocess, resize_frame
+from .images import ImageError, frame_statistics, image_reference, open_image, preprocess, resize_frame, unusual_frame_reasons
 from .registry import MODELS, get_spec
-from .store import StudyStore
+from .store import ENSEMBLE, StudyStore
 
 log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 128  # training frames sampled for the out-of-distribution reference
+FEATURE_MARGIN = 1.5  # far = RMS z-score above 1.5 x its 99th percentile over the training sample
+SCALE_FLOOR = 0.1  # feature spreads are floored at 0.1 x their median (constant features would dominate)
+
+
+@dataclass
+class Classification:
+    """One image's result: the JSON-able `result`, and for the page the decoded image and heatmaps."""
+
+    result: dict  # as `predict` prints it: file, predictions, ensemble, label, agreement, ... or file, error
+    image: Image.Image | None = None  # decoded RGB frame (None on error)
+    heatmaps: dict = field(default_factory=dict)  # key -> explain.Explanation, when asked for
+
+    def for_display(self, max_side: int = 480) -> "Classification":
+        """A copy with the image and heatmaps at most `max_side` pixels a side (what a page keeps)."""
+        from dataclasses import replace
+
+        from .explain import shrink, to_image_size
+
+        if self.image is None:
+            return self
+        image = shrink(self.image, None, max_side)[0]
+        heatmaps = {k: replace(e, heatmap=to_image_size(e.heatmap, image.size)) for k, e in self.heatmaps.items()}
+        return Classification(self.result, image, heatmaps)
 
 
 @dataclass
@@ -26,16 +61,26 @@ class Predictor:
     models: dict = field(default_factory=dict)  # key -> loaded Keras classifier
     sizes: dict = field(default_factory=dict)  # key -> input size
     broken: dict = field(default_factory=dict)  # key -> one-line reason it could not be loaded
+    thresholds: dict = field(default_factory=dict)  # key -> decision threshold on P(ALL)
+    views: int = 1  # orientations averaged (features.orient), > 1 when the study used tta
+    ensemble_threshold: float = 0.5
+    image_reference: dict | None = None  # images.image_reference of the training frames
+    feature_references: dict = field(default_factory=dict)  # key -> {mean, scale, limit}
+    _forward: dict = field(default_factory=dict)  # key -> model giving (pooled features, scores)
+    _explainers: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: StudyStore, keys: list[str] | None = None) -> "Predictor":
-        from .models import load_classifier
+        import keras
+
+        from .models import HEAD_POOL, load_classifier
 
         if not store.exists():
             raise FileNotFoundError(f"no study {store.name!r} under {store.root} (see `python -m cnmc_core studies`)")
         info = store.read_study()
         wanted = keys or [k for k in info.get("models", []) if k in MODELS]
-        p = cls(store)
+        config = info.get("config", {})
+        p = cls(store, views=int(config.get("orientations", 2)) if config.get("tta") else 1)
         for key in wanted:
             get_spec(key)
             if not store.model_complete(key):
@@ -43,47 +88,154 @@ class Predictor:
                 continue
             try:
                 model = load_classifier(store.model_file(key, "model.keras"))
+                forward = keras.Model(model.input, [model.get_layer(HEAD_POOL).output, model.output])
             except Exception as e:  # a truncated or hostile file must not take the others down
                 p.broken[key] = f"{key}: model file cannot be loaded ({type(e).__name__}); rerun the study's train command"
                 continue
+            metrics = store.read_metrics(key)
             p.models[key] = model
+            p._forward[key] = forward
             p.sizes[key] = int(model.input_shape[1])
+            p.thresholds[key] = float(metrics.get("threshold", 0.5))
+            ref = store.read_feature_reference(key)
+            if ref is not None and str(ref.get("config_hash", "")) == str(metrics.get("config_hash", "")):
+                p.feature_references[key] = ref
         if not p.models:
             raise FileNotFoundError(f"study {store.name!r} has no usable model: " + "; ".join(p.broken.values()))
+        if store.model_complete(ENSEMBLE):
+            p.ensemble_threshold = float(store.read_metrics(ENSEMBLE).get("threshold", 0.5))
+        p.image_reference = store.read_image_reference()
+        # One line per load: the load test (tests/test_many_users.py) counts these in the server's log.
+        log.info("loaded the models of study %r: %s", store.name, ", ".join(p.models) or "none")
         return p
 
-    def predict_image(self, img) -> dict[str, float]:
-        """P(ALL) per model for one decoded RGB PIL image."""
+    # -- the forward passes ------------------------------------------------------------------------
+    def forward_image(self, img: Image.Image) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """P(ALL) per model and pooled features (view 0) per model, for one decoded RGB image."""
+        from .features import orient
         from .models import p_all
 
-        out = {}
-        resized = {}
-        for key, model in self.models.items():
+        probs, feats, resized = {}, {}, {}
+        for key, forward in self._forward.items():
             size = self.sizes[key]
             if size not in resized:
-                resized[size] = resize_frame(img, size)[None]  # uint8 (1, size, size, 3)
-            x = preprocess(resized[size], get_spec(key).preprocess)
-            out[key] = float(p_all(np.asarray(model.predict_on_batch(x)))[0])
-        return out
+                frame = resize_frame(img, size)[None]  # uint8 (1, size, size, 3)
+                resized[size] = np.concatenate([orient(frame, v) for v in range(self.views)])
+            pooled, scores = forward.predict_on_batch(preprocess(resized[size], get_spec(key).preprocess))
+            probs[key] = float(np.mean(p_all(np.asarray(scores))))
+            feats[key] = np.asarray(pooled)[0]
+        return probs, feats
 
-    def predict(self, source: str | Path | bytes, name: str | None = None) -> dict:
-        """One result per image, as `predict` prints it: predictions, ensemble, label, agreement; or error."""
+    def predict_image(self, img: Image.Image) -> dict[str, float]:
+        """P(ALL) per model for one decoded RGB PIL image."""
+        return self.forward_image(img)[0]
+
+    def explainer(self, key: str):
+        from .explain import Explainer
+
+        if key not in self._explainers:
+            self._explainers[key] = Explainer.for_model(self.models[key], key)
+        return self._explainers[key]
+
+    # -- one image ---------------------------------------------------------------------------------
+    def classify(
+        self, source: str | Path | bytes, name: str | None = None, cam: str | None = None, target: str = "predicted",
+    ) -> Classification:
+        """Decode, classify with every model, check for out-of-distribution, and (if `cam`) explain.
+
+        `cam`: None, or a method of explain.METHODS; the heatmaps are in the image's coordinates.
+        Bad input gives a result {file, error} with a one-line reason, never an exception.
+        """
         label = name or (Path(source).name if isinstance(source, (str, Path)) else "upload")
         try:
             img = open_image(source)
         except ImageError as e:
-            return {"file": label, "error": str(e).split(": ", 1)[-1]}
+            return Classification({"file": label, "error": str(e).split(": ", 1)[-1]})
         except OSError as e:
-            return {"file": label, "error": f"cannot read the file ({e.strerror or e})"}
-        preds = self.predict_image(img)
-        return summarise(label, preds, self.broken)
+            return Classification({"file": label, "error": f"cannot read the file ({e.strerror or e})"})
+        probs, feats = self.forward_image(img)
+        result = summarise(label, probs, self.broken, self.thresholds, self.ensemble_threshold)
+        result["ood"] = self.ood_check(img, feats)
+        heatmaps = {}
+        if cam:
+            for key in self.models:
+                heatmaps[key] = self.explainer(key).explain(img, cam, target, p_all=probs[key], threshold=self.thresholds[key])
+        return Classification(result, img, heatmaps)
+
+    def predict(self, source: str | Path | bytes, name: str | None = None) -> dict:
+        """One result per image, as `predict` prints it: predictions, ensemble, label, agreement, ood; or error."""
+        return self.classify(source, name).result
+
+    def table(self, result: dict) -> pd.DataFrame:
+        """Per-model rows of one result, for a page: Model, P(ALL), Call (at the model's own threshold)."""
+        rows = [
+            {"Model": get_spec(k).name, "P(ALL)": p, "Call": "ALL" if p >= self.thresholds.get(k, 0.5) else "HEM"}
+            for k, p in result.get("predictions", {}).items()
+        ]
+        return pd.DataFrame(rows, columns=["Model", "P(ALL)", "Call"])
+
+    def ood_check(self, img: Image.Image, feats: dict[str, np.ndarray]) -> dict:
+        """{"warning": bool, "reasons": [...], "far_models": [...]} for one image (see the module docstring)."""
+        stats = frame_statistics(img)
+        reasons = unusual_frame_reasons(stats, self.image_reference)
+        far = []
+        for key, ref in self.feature_references.items():
+            if feature_distance(feats[key], ref) > float(ref["limit"]):
+                far.append(key)
+        checked = len(self.feature_references)
+        if checked and 2 * len(far) >= checked:
+            reasons.append(
+                f"its features are far from the training cells' for {len(far)} of {checked} models: "
+                "the models have not seen images like it"
+            )
+        return {"warning": bool(reasons), "reasons": reasons, "far_models": far}
 
 
-def summarise(file: str, preds: dict[str, float], broken: dict | None = None) -> dict:
-    """Ensemble (mean P(ALL)), label, and agreement in words, from per-model probabilities."""
+def results_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per file (the CSV a page offers): file, label, ensemble, agreement, uncertainty,
+    out-of-distribution warning and reasons, each model's P(ALL), and the error of a file that failed."""
+    rows = []
+    for r in results:
+        row = {"file": r["file"], "label": r.get("label", ""), "ensemble P(ALL)": r.get("ensemble"),
+               "agreement": r.get("agreement", ""), "uncertainty": r.get("uncertainty", "")}
+        ood = r.get("ood") or {}
+        row["unreliable (out of distribution)"] = bool(ood.get("warning")) if "ood" in r else None
+        row["why unreliable"] = "; ".join(ood.get("reasons", []))
+        row.update({f"P(ALL) {get_spec(k).name}": p for k, p in r.get("predictions", {}).items()})
+        row["error"] = r.get("error", "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def feature_distance(feats: np.ndarray, ref: dict) -> float:
+    """RMS z-score of one pooled feature vector against a reference's mean and (floored) spread."""
+    z = (np.asarray(feats, dtype=np.float64) - ref["mean"]) / ref["scale"]
+    return float(np.sqrt(np.mean(z * z)))
+
+
+def uncertainty_words(ensemble: float, votes: int, n: int, threshold: float = 0.5) -> str:
+    """The uncertainty of a call, spelled out for a person."""
+    margin = abs(ensemble - threshold)
+    if margin < 0.1:
+        words = "uncertain: the ensemble probability is close to the decision threshold"
+    elif margin < 0.25:
+        words = "moderately confident"
+    else:
+        words = "confident"
+    if votes < n:
+        words += f"; the models disagree ({n - votes} of {n} say otherwise)"
+    return words
+
+
+def summarise(
+    file: str, preds: dict[str, float], broken: dict | None = None, thresholds: dict | None = None,
+    ensemble_threshold: float = 0.5,
+) -> dict:
+    """Ensemble (mean P(ALL)), label, agreement and uncertainty in words, from per-model probabilities."""
+    thresholds = thresholds or {}
     ensemble = float(np.mean(list(preds.values())))
-    label = "ALL" if ensemble >= 0.5 else "HEM"
-    votes = sum((p >= 0.5) == (label == "ALL") for p in preds.values())
+    label = "ALL" if ensemble >= ensemble_threshold else "HEM"
+    votes = sum((p >= thresholds.get(k, 0.5)) == (label == "ALL") for k, p in preds.items())
     out = {
         "file": file,
         "predictions": {k: round(v, 6) for k, v in preds.items()},
@@ -91,7 +243,68 @@ def summarise(file: str, preds: dict[str, float], broken: dict | None = None) ->
         "label": label,
         "agreement": f"{votes} of {len(preds)} models: {label}",
         "confidence": round(max(ensemble, 1 - ensemble), 6),
+        "uncertainty": uncertainty_words(ensemble, votes, len(preds), ensemble_threshold),
     }
     if broken:
         out["unavailable"] = dict(broken)
     return out
+
+
+# -- the reference, built at the end of a study ----------------------------------------------------
+def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> dict:
+    """Image statistics and per-model feature statistics of `n` training frames, saved with the study.
+
+    Returns the image reference. Frames are sampled evenly over the two classes with the study's seed.
+    `load(key)` gives a model's classifier (default: loaded from the study).
+    """
+    import keras
+
+    from .models import HEAD_POOL, load_classifier
+
+    info = store.read_study()
+    split = store.read_split()
+    train = split[split["split"] == "train"]
+    if train.empty:
+        raise ValueError(f"study {store.name!r} has no training images to build a reference from")
+    rng = np.random.default_rng(int(info.get("seed", 0)))
+    per_class = max(1, n // 2)
+    picked = []
+    for _, group in train.groupby("label"):
+        picked.extend(group.index[rng.permutation(len(group))[:per_class]])
+    data_root = Path(info["data"]["path"])
+    images = []
+    for i in picked:
+        try:
+            images.append(open_image(data_root / train.loc[i, "path"]))
+        except (OSError, ValueError) as e:
+            log.warning("reference: skipped %s (%s)", train.loc[i, "path"], e)
+    if not images:
+        raise ValueError(f"none of the reference frames could be read under {data_root}; was the data moved?")
+    image_ref = image_reference([frame_statistics(img) for img in images])
+
+    features = {}
+    for key in info.get("models", []):
+        if key not in MODELS or not store.model_complete(key):
+            continue
+        model = load(key) if load else load_classifier(store.model_file(key, "model.keras"))
+        pooled = keras.Model(model.input, model.get_layer(HEAD_POOL).output)
+        size = int(model.input_shape[1])
+        batch = np.stack([resize_frame(img, size) for img in images])
+        f = np.concatenate([
+            np.asarray(pooled.predict_on_batch(preprocess(batch[i:i + 32], get_spec(key).preprocess)))
+            for i in range(0, len(batch), 32)
+        ]).astype(np.float64)
+        mean = f.mean(axis=0)
+        spread = f.std(axis=0)
+        scale = np.maximum(spread, SCALE_FLOOR * max(float(np.median(spread)), 1e-12))
+        ref = {"mean": mean, "scale": scale}
+        distances = np.array([feature_distance(row, ref) for row in f])
+        limit = FEATURE_MARGIN * float(np.quantile(distances, 0.99))
+        features[key] = {
+            "mean": mean.astype(np.float32), "scale": scale.astype(np.float32), "limit": np.float64(limit),
+            "config_hash": np.str_(store.read_metrics(key).get("config_hash", "")),
+        }
+        del model, pooled
+    store.write_references(image_ref, features)
+    log.info("out-of-distribution reference: %d training frames, %d models", len(images), len(features))
+    return image_ref

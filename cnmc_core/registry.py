@@ -27,6 +27,7 @@ class ModelSpec:
     weights_file: str  # ImageNet notop weight file, as Keras names it in ~/.keras/models
     weights_md5: str  # its md5, as Keras checks it
     weights_url: str  # where Keras downloads it from
+    finetune_from: str  # first layer of the top block: this layer and every later one (BatchNorm excepted) is fine-tuned
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -34,37 +35,44 @@ MODELS: dict[str, ModelSpec] = {
         "vgg16", "VGG16", "VGG16", 224, 32, "caffe", "block5_conv3", 14_714_688, 512,
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc",
         _KA + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        finetune_from="block5_conv1",
     ),
     "vgg19": ModelSpec(
         "vgg19", "VGG19", "VGG19", 224, 32, "caffe", "block5_conv4", 20_024_384, 512,
         "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6",
         _KA + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        finetune_from="block5_conv1",
     ),
     "inception_v3": ModelSpec(
         "inception_v3", "InceptionV3", "InceptionV3", 299, 75, "tf", "mixed10", 21_802_784, 2048,
         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63",
         _KA + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        finetune_from="mixed9",
     ),
     "xception": ModelSpec(
         "xception", "Xception", "Xception", 299, 71, "tf", "block14_sepconv2_act", 20_861_480, 2048,
         "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "b0042744bf5b25fce3cb969f33bebb97",
         _KA + "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        finetune_from="block14_sepconv1",
     ),
     "efficientnet_b0": ModelSpec(
         "efficientnet_b0", "EfficientNetB0", "EfficientNetB0", 224, 32, "none", "top_activation",
         4_049_571, 1280,
         "efficientnetb0_notop.h5", "50bc09e76180e00e4465e1a485ddc09d",
         _KA2 + "efficientnetb0_notop.h5",
+        finetune_from="block7a_expand_conv",
     ),
     "resnet50": ModelSpec(
         "resnet50", "ResNet50", "ResNet50", 224, 32, "caffe", "conv5_block3_out", 23_587_712, 2048,
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "4d473c1dd8becc155b73f8504c6f6626",
         _KA + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        finetune_from="conv5_block1_1_conv",
     ),
     "resnet101": ModelSpec(
         "resnet101", "ResNet101", "ResNet101", 224, 32, "caffe", "conv5_block3_out", 42_658_176, 2048,
         "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5", "88cf7a10940856eca736dc7b7e228a21",
         _KA + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        finetune_from="conv5_block1_1_conv",
     ),
 }
 

@@ -27,7 +27,11 @@ import pandas as pd
 
 from .evaluation import classification_metrics
 from .registry import MODELS, PAPER_TABLE_I
-from .store import StoreError, StudyStore, artifacts_root, check_study_name, list_studies
+from .results_stats import (  # the statistics views (Compare page, intervals, calibration), here for the pages
+    COMPARISON_COLUMNS, ENSEMBLE_NAME, PAIRED_P, SIGNIFICANCE, CompareView, StudyComparison, compare, compare_studies,
+    metric_intervals, other_studies, reliability_frame, stats_command, stats_note,
+)
+from .store import ENSEMBLE, StoreError, StudyStore, artifacts_root, check_study_name, list_studies
 
 CLASSES = ("HEM", "ALL")  # index = label: 0 normal B cell, 1 malignant lymphoblast
 METRICS = {  # metrics.json key -> column label (all: higher is better)
@@ -38,7 +42,9 @@ METRICS = {  # metrics.json key -> column label (all: higher is better)
     "f1": "F1",
     "specificity": "Specificity",
     "roc_auc": "ROC AUC",
+    "f1_weighted": "Weighted F1",  # F1 of each class weighted by its size: the C-NMC challenge's ranking
 }
+LOWER_IS_BETTER = {"ece": "ECE", "brier": "Brier"}  # calibration: expected calibration error (10 bins), Brier score
 OURS, PAPER = "This study", "Paper, Table I"
 CELLS = {  # (true, predicted) -> what a hematologist calls that cell of the matrix
     ("ALL", "HEM"): "false negatives: ALL called HEM (missed leukemia)",
@@ -51,6 +57,8 @@ _BUILDS: dict[str, subprocess.Popen] = {}  # demo builds started by this process
 
 
 def model_name(key: str) -> str:
+    if key == ENSEMBLE:
+        return ENSEMBLE_NAME
     return MODELS[key].name if key in MODELS else key
 
 
@@ -98,7 +106,8 @@ def stamp(base: str, name: str) -> tuple:
     store = StudyStore(base, name)
     files = [store.study_json, store.split_csv]
     for key in store.model_keys():
-        files += [store.model_file(key, f) for f in ("metrics.json", "predictions.csv", "history.csv")]
+        files += [store.model_file(key, f) for f in ("metrics.json", "predictions.csv", "history.csv", "subjects.csv")]
+    files.append(store.comparison_csv)
     out = [base, name]
     for f in files:
         try:
@@ -121,9 +130,19 @@ class StudyData:
     models: list[str]  # usable models, in study order
     metrics: dict[str, dict] = field(default_factory=dict)
     predictions: dict[str, pd.DataFrame] = field(default_factory=dict)
-    history: dict[str, pd.DataFrame] = field(default_factory=dict)
+    history: dict[str, pd.DataFrame] = field(default_factory=dict)  # not for the ensemble: it is not trained
     missing: dict[str, str] = field(default_factory=dict)  # key -> why it is not shown
     notes: list[str] = field(default_factory=list)  # study-level problems, one line each
+    subjects: dict[str, pd.DataFrame] = field(default_factory=dict)  # key -> subjects.csv (hardest subject first)
+    comparison: pd.DataFrame | None = None  # comparison.csv (all model pairs); None before `stats` ran
+
+    @property
+    def evaluated(self) -> list[str]:
+        """Every row of a results table: the models, then the ensemble when the study has one.
+
+        `models` stays the trained models (weights, history, Grad-CAM); metrics and predictions hold both.
+        """
+        return self.models + ([ENSEMBLE] if ENSEMBLE in self.metrics else [])
 
     @property
     def synthetic(self) -> bool:
@@ -152,12 +171,37 @@ def load_study(base: str, name: str) -> StudyData:
             data.missing[key] = why
         else:
             data.models.append(key)
+    if store.model_file(ENSEMBLE, "metrics.json").is_file():  # written by `stats` (analysis.py), like a model
+        if why := _load_model(store, ENSEMBLE, data):
+            data.missing[ENSEMBLE] = why
+    _load_statistics(store, data)
     return data
+
+
+def _load_statistics(store: StudyStore, data: StudyData) -> None:
+    """subjects.csv of each row and comparison.csv; a study made before them simply has none."""
+    for key in data.evaluated:
+        try:
+            data.subjects[key] = pd.read_csv(store.subjects_csv(key), dtype={"subject": str})
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            data.notes.append(f"subjects.csv of {model_name(key)} cannot be read ({type(e).__name__}): "
+                              f"recompute the statistics with `{stats_command(data)}`")
+    try:
+        comparison = pd.read_csv(store.comparison_csv)
+        if lacking := [c for c in COMPARISON_COLUMNS if c not in comparison]:
+            raise ValueError(f"no column {lacking[0]}")
+        data.comparison = comparison
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        data.notes.append(f"comparison.csv cannot be read ({type(e).__name__}: {e}): recompute it with `{stats_command(data)}`")
 
 
 def _load_model(store: StudyStore, key: str, data: StudyData) -> str:
     """Read one model's files into `data`; return why it cannot be shown ('' when it can)."""
-    rerun = "rerun the study's command to finish it"
+    rerun = f"recompute it: `{stats_command(data)}`" if key == ENSEMBLE else "rerun the study's command to finish it"
     if not store.model_file(key, "metrics.json").is_file():
         running = data.info.get("status") == "running"
         return "still training" if running else f"metrics.json is missing ({rerun})"
@@ -169,10 +213,12 @@ def _load_model(store: StudyStore, key: str, data: StudyData) -> str:
         return f"metrics.json is not valid ({type(e).__name__}; {rerun})"
     try:
         predictions = store.read_predictions(key)
-        history = store.read_history(key)
+        history = None if key == ENSEMBLE else store.read_history(key)
     except (OSError, ValueError) as e:
         return f"predictions.csv or history.csv cannot be read ({type(e).__name__}; {rerun})"
-    data.metrics[key], data.predictions[key], data.history[key] = metrics, predictions, history
+    data.metrics[key], data.predictions[key] = metrics, predictions
+    if history is not None:
+        data.history[key] = history
     return ""
 
 
@@ -182,9 +228,12 @@ def _load_model(store: StudyStore, key: str, data: StudyData) -> str:
 class Overview:
     facts: dict[str, str]  # label -> value, in display order
     splits: pd.DataFrame  # split, images, ALL, HEM, subjects
-    table: pd.DataFrame  # Model, Source, metric labels..., one row per model (+ paper rows)
+    table: pd.DataFrame  # Model, Source, metric labels..., one row per model, the ensemble (+ paper rows)
     best: dict[str, list[str]]  # metric label -> model names with the best value (this study's rows)
-    csv: str
+    csv: str  # the table with each metric's 95% interval
+    intervals: pd.DataFrame  # Model, Source, metric (key), value, low, high: see metric_intervals
+    stats_note: str  # what statistics are missing and how to compute them ('' when all are there)
+    members: list[str] = field(default_factory=list)  # model names the ensemble averages
 
 
 def overview(data: StudyData, with_paper: bool = True) -> Overview:
@@ -211,28 +260,36 @@ def overview(data: StudyData, with_paper: bool = True) -> Overview:
     table = metrics_table(data, with_paper)
     ours = table[table["Source"] == OURS]
     best = {}
-    for label in METRICS.values():
+    for label in (*METRICS.values(), *LOWER_IS_BETTER.values()):
         col = pd.to_numeric(ours[label], errors="coerce")
         if col.notna().any():
-            best[label] = list(ours.loc[np.isclose(col, col.max()), "Model"])
-    return Overview(facts, splits, table, best, table.to_csv(index=False))
+            target = col.min() if label in LOWER_IS_BETTER.values() else col.max()
+            best[label] = list(ours.loc[np.isclose(col, target), "Model"])
+    intervals = metric_intervals(data)
+    wide = intervals.pivot_table(index=["Model", "Source"], columns="metric", values=["low", "high"], sort=False)
+    wide = wide[[(side, m) for m in METRICS if m in set(intervals["metric"]) for side in ("low", "high")]]
+    wide.columns = [f"{METRICS[m]} 95% {side}" for side, m in wide.columns]
+    csv = table.merge(wide.reset_index(), on=["Model", "Source"], how="left").to_csv(index=False)
+    members = [model_name(k) for k in data.metrics.get(ENSEMBLE, {}).get("members", [])]
+    return Overview(facts, splits, table, best, csv, intervals, stats_note(data), members)
 
 
 def metrics_table(data: StudyData, with_paper: bool = True) -> pd.DataFrame:
     rows = []
-    for key in data.models:
+    scores = {**METRICS, **LOWER_IS_BETTER}
+    for key in data.evaluated:
         m = data.metrics[key]
         rows.append({
             "Model": model_name(key), "Source": OURS,
-            **{label: _num(m.get(k)) for k, label in METRICS.items()},
+            **{label: _num(m.get(k)) for k, label in scores.items()},
             "Threshold": _num(m.get("threshold")), "Best epoch": m.get("best_epoch"),
             "Val. images": m.get("n_val", m.get("n")),
         })
         if with_paper and key in PAPER_TABLE_I:
             ref = PAPER_TABLE_I[key]
             rows.append({"Model": model_name(key), "Source": PAPER, **{METRICS[k]: v for k, v in ref.items()}})
-    frame = pd.DataFrame(rows, columns=["Model", "Source", *METRICS.values(), "Threshold", "Best epoch", "Val. images"])
-    return frame.astype({**{label: float for label in METRICS.values()}, "Best epoch": "Int64", "Val. images": "Int64"})
+    frame = pd.DataFrame(rows, columns=["Model", "Source", *scores.values(), "Threshold", "Best epoch", "Val. images"])
+    return frame.astype({**{label: float for label in scores.values()}, "Best epoch": "Int64", "Val. images": "Int64"})
 
 
 def _num(x) -> float:
@@ -263,7 +320,7 @@ def _matrix(key: str, counts, threshold: float) -> Matrix:
 
 def confusion(data: StudyData) -> dict[str, Matrix]:
     """The saved confusion matrix of each model (at its saved threshold), counts and row rates."""
-    return {k: _matrix(k, data.metrics[k]["confusion_matrix"], data.metrics[k].get("threshold", 0.5)) for k in data.models}
+    return {k: _matrix(k, data.metrics[k]["confusion_matrix"], data.metrics[k].get("threshold", 0.5)) for k in data.evaluated}
 
 
 @dataclass
@@ -340,17 +397,20 @@ def training_curves(data: StudyData) -> Curves:
 class RocPr:
     roc: pd.DataFrame  # Model, fpr, tpr
     pr: pd.DataFrame  # Model, recall, precision
-    calibration: pd.DataFrame  # Model, predicted (mean P(ALL) in the bin), observed (share ALL), n
+    calibration: pd.DataFrame  # Model, low, high, n, predicted (mean P(ALL) in the bin), observed (share ALL)
     auc: dict[str, float]  # model name -> ROC AUC
     ap: dict[str, float]  # model name -> average precision (area under the PR curve)
     skipped: list[str]  # models whose validation set holds one class only
+    ece: dict[str, float] = field(default_factory=dict)  # model name -> expected calibration error
 
 
-def roc_pr(data: StudyData, bins: int = 10) -> RocPr:
+def roc_pr(data: StudyData) -> RocPr:
+    """ROC and PR curves of every row (the ensemble too); calibration is the reliability bins saved in
+    metrics.json (10 equal-width bins of P(ALL)), so it matches the ECE in the tables."""
     from sklearn import metrics as skm
 
-    roc, pr, cal, auc, ap, skipped = [], [], [], {}, {}, []
-    for key in data.models:
+    roc, pr, auc, ap, skipped, shown = [], [], {}, {}, [], []
+    for key in data.evaluated:
         name, p = model_name(key), data.predictions[key]
         y, s = p["label"].astype(int).to_numpy(), p["prob_all"].to_numpy(dtype=float)
         if len(set(y)) < 2:
@@ -361,15 +421,13 @@ def roc_pr(data: StudyData, bins: int = 10) -> RocPr:
         auc[name], ap[name] = float(skm.roc_auc_score(y, s)), float(skm.average_precision_score(y, s))
         roc.append(pd.DataFrame({"Model": name, "fpr": fpr, "tpr": tpr}))
         pr.append(pd.DataFrame({"Model": name, "recall": recall, "precision": precision}))
-        which = np.minimum((s * bins).astype(int), bins - 1)
-        g = pd.DataFrame({"bin": which, "p": s, "y": y}).groupby("bin")
-        cal.append(pd.DataFrame({"Model": name, "predicted": g["p"].mean(), "observed": g["y"].mean(), "n": g.size()}))
+        shown.append(key)
 
     def cat(parts, cols):
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
-    return RocPr(cat(roc, ["Model", "fpr", "tpr"]), cat(pr, ["Model", "recall", "precision"]),
-                 cat(cal, ["Model", "predicted", "observed", "n"]), auc, ap, skipped)
+    calibration, ece = reliability_frame(data, shown)
+    return RocPr(cat(roc, ["Model", "fpr", "tpr"]), cat(pr, ["Model", "recall", "precision"]), calibration, auc, ap, skipped, ece)
 
 
 @dataclass

@@ -7,6 +7,11 @@
     <root>/<study>/models/<key>/predictions.csv, history.csv, model.keras, subjects.csv
     <root>/<study>/models/ensemble/metrics.json, predictions.csv, subjects.csv (mean of the models)
     <root>/<study>/comparison.csv             all model pairs: McNemar, AUC difference with CI
+    <root>/<study>/gallery/index.json         the Grad-CAM gallery: sampled validation cells, per-model results
+    <root>/<study>/gallery/cells/<id>.png     each sampled cell at the gallery's side
+    <root>/<study>/gallery/<key>/<id>.npy     its heatmap for model <key>, uint8 (side, side), 255 = hottest
+    <root>/<study>/reference/images.json      image statistics of training cells (out-of-distribution check)
+    <root>/<study>/reference/<key>.npz        pooled-feature mean, scale and distance threshold of model <key>
     <root>/.cache/features/...                features shared by all studies (features.py)
 
 The root is the `--artifacts` argument, else $CNMC_ARTIFACTS, else ./artifacts.
@@ -14,6 +19,7 @@ The root is the `--artifacts` argument, else $CNMC_ARTIFACTS, else ./artifacts.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -48,7 +55,7 @@ def check_study_name(name: str) -> str:
 
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             write(f)
@@ -73,6 +80,64 @@ def read_json(path: Path) -> dict:
         return json.load(f)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` atomically (temp file in the same folder, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    write_bytes(path, buf.getvalue())
+
+
+def read_npy(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete temp files (`.<name>.<pid>.<...>.tmp*`) left by processes that no longer run."""
+    removed = 0
+    for p in folder.rglob(".*.tmp*") if folder.is_dir() else []:
+        parts = p.name.split(".")
+        pid = next((int(x) for x in parts[2:] if x.isdigit()), None)
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 class StudyStore:
     """Paths and atomic reads/writes for one study under an artifacts root."""
 
@@ -80,6 +145,8 @@ class StudyStore:
         self.root = artifacts_root(root)
         self.name = check_study_name(name)
         self.dir = self.root / name
+        if self.dir.exists() and not self.dir.resolve().is_relative_to(self.root.resolve()):
+            raise StoreError(f"study {name!r} points outside the artifacts root {self.root}; refusing to use it")
 
     # paths -----------------------------------------------------------------------------------
     @property
@@ -110,6 +177,28 @@ class StudyStore:
     @property
     def comparison_csv(self) -> Path:
         return self.dir / "comparison.csv"
+
+    # the Grad-CAM gallery and the out-of-distribution reference (explain.py, predict.py) --------
+    @property
+    def gallery_dir(self) -> Path:
+        return self.dir / "gallery"
+
+    @property
+    def gallery_index(self) -> Path:
+        return self.gallery_dir / "index.json"
+
+    def gallery_cell(self, cell_id: str) -> Path:
+        return self.gallery_dir / "cells" / f"{_safe_part(cell_id)}.png"
+
+    def gallery_heatmap(self, key: str, cell_id: str) -> Path:
+        return self.gallery_dir / _safe_part(key) / f"{_safe_part(cell_id)}.npy"
+
+    @property
+    def image_reference(self) -> Path:
+        return self.dir / "reference" / "images.json"
+
+    def feature_reference(self, key: str) -> Path:
+        return self.dir / "reference" / f"{_safe_part(key)}.npz"
 
     # writing ---------------------------------------------------------------------------------
     def ensure_writable(self) -> None:
@@ -182,6 +271,45 @@ class StudyStore:
         folder = self.dir / "models"
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
+    def write_gallery(self, index: dict, cells: dict[str, bytes], heatmaps: dict[tuple[str, str], np.ndarray]) -> None:
+        """Replace the gallery: cell PNGs and heatmaps first, index.json last (its presence marks it complete)."""
+        self.gallery_index.unlink(missing_ok=True)
+        for cell_id, png in cells.items():
+            write_bytes(self.gallery_cell(cell_id), png)
+        for (key, cell_id), heatmap in heatmaps.items():
+            write_npy(self.gallery_heatmap(key, cell_id), heatmap)
+        write_json(self.gallery_index, index)
+
+    def read_gallery_index(self) -> dict | None:
+        try:
+            return read_json(self.gallery_index)
+        except (OSError, ValueError):
+            return None
+
+    def write_references(self, images: dict, features: dict[str, dict[str, np.ndarray]]) -> None:
+        for key, arrays in features.items():
+            write_npz(self.feature_reference(key), **arrays)
+        write_json(self.image_reference, images)
+
+    def read_image_reference(self) -> dict | None:
+        try:
+            return read_json(self.image_reference)
+        except (OSError, ValueError):
+            return None
+
+    def read_feature_reference(self, key: str) -> dict[str, np.ndarray] | None:
+        try:
+            return read_npz(self.feature_reference(key))
+        except (OSError, ValueError):
+            return None
+
+
+def _safe_part(name: str) -> str:
+    """A path component made by this code (model key, cell id); anything else is refused."""
+    if not re.fullmatch(r"[a-z0-9_]{1,40}", name):
+        raise StoreError(f"{name!r} is not a valid model key or gallery cell id")
+    return name
+
 
 def list_studies(root: str | Path | None = None) -> list[dict]:
     """Every study under the root, newest first: name, created, models complete/expected, synthetic."""
@@ -192,8 +320,13 @@ def list_studies(root: str | Path | None = None) -> list[dict]:
     for d in sorted(base.iterdir()):
         if not d.is_dir() or not STUDY_NAME_RE.match(d.name):
             continue
-        store = StudyStore(base, d.name)
         entry = {"name": d.name, "created": "", "models": [], "expected": [], "complete": False, "problem": ""}
+        try:
+            store = StudyStore(base, d.name)
+        except StoreError as e:
+            entry["problem"] = str(e)
+            out.append(entry)
+            continue
         try:
             info = store.read_study()
         except FileNotFoundError:

@@ -23,9 +23,10 @@ from .analysis import analyse_study
 from .config import StudyConfig, model_config_hash
 from .dataset import scan as scan_dataset
 from .evaluation import classification_metrics
+from .explain import build_study_explanations
 from .registry import get_spec
 from .splits import assign
-from .store import StudyStore
+from .store import StudyStore, remove_stale_temp_files
 from .synthetic import is_synthetic
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def run_study(
     config.validate()
     store = StudyStore(root, name)
     store.ensure_writable()
+    remove_stale_temp_files(store.dir)
     emit = progress or (lambda info: None)
 
     emit({"stage": "scan", "message": f"scanning {data_dir}"})
@@ -151,6 +153,8 @@ def run_study(
 
     emit({"stage": "statistics"})
     analyse_study(store)
+    emit({"stage": "gallery"})
+    build_study_explanations(store)  # Grad-CAM gallery + out-of-distribution reference; never fails the study
 
     info.update(status="complete", updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_study(info)
@@ -161,9 +165,9 @@ def run_study(
 def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, train: pd.DataFrame, val: pd.DataFrame, store: StudyStore, emit: Progress) -> None:
     import keras
 
+    from . import training
     from .features import FeatureCache, extract
-    from .models import base_fingerprint, build_classifier, feature_model, p_all, save_classifier
-    from .training import install_head, train_head
+    from .models import base_fingerprint, build_classifier, feature_model, save_classifier
 
     spec = get_spec(key)
     size = config.size_for(key)
@@ -177,44 +181,74 @@ def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, trai
     def paths(frame):
         return [data_root / p for p in frame["path"]]
 
-    views = 2 if config.flip else 1
+    # Views (features.orient) of each image: those the head trains on, and those evaluation
+    # averages over (tta). If fine-tuning changes the base, evaluation runs on images instead.
+    sample_views = config.orientations if config.flip else 1
+    eval_views = config.orientations if config.tta else 1
+    fit_threshold = config.threshold == "train"
+    train_views = max(sample_views, eval_views if fit_threshold else 1)
+    val_views = eval_views
     t1 = time.perf_counter()
     train_feats = extract(
-        features, spec.preprocess, size, paths(train), list(train["sha1"]), views, cache,
+        features, spec.preprocess, size, paths(train), list(train["sha1"]), train_views, cache,
         config.feature_batch_size, lambda d, n: emit({"stage": "features", "split": "train", "done": d, "total": n}),
     )
     val_feats = extract(
-        features, spec.preprocess, size, paths(val), list(val["sha1"]), 1, cache,
+        features, spec.preprocess, size, paths(val), list(val["sha1"]), val_views, cache,
         config.feature_batch_size, lambda d, n: emit({"stage": "features", "split": "val", "done": d, "total": n}),
-    )[:, 0]
+    )  # (m, val_views, features)
     t2 = time.perf_counter()
     emit({"stage": "head"})
     y_train = train["label"].astype(int).to_numpy()
     y_val = val["label"].astype(int).to_numpy()
-    head = train_head(train_feats, y_train, val_feats, y_val, config)
-    install_head(classifier, head)
+    head = training.train_head(train_feats, y_train, val_feats[:, 0], y_val, config)
+    training.install_head(classifier, head)
+    history, best_epoch = head.history, head.best_epoch
     t3 = time.perf_counter()
 
-    # The classifier's output at inference (dropout off) is sigmoid(features @ W + b).
-    scores = 1.0 / (1.0 + np.exp(-(val_feats.astype(np.float64) @ head.kernel + head.bias)))
-    prob = p_all(scores)
-    metrics = classification_metrics(y_val, prob)
+    tuned_best = 0  # the fine-tuning epoch kept; 0 = the base is still the one the features came from
+    if config.finetune:
+        tuned, tuned_best = training.finetune(
+            classifier, head, spec.finetune_from, spec.preprocess, size, paths(train), y_train, paths(val), y_val, config,
+            on_epoch=lambda e: emit({"stage": "finetune", "epoch": e, "epochs": config.finetune_epochs}),
+        )
+        tuned["epoch"] += len(history)
+        history = pd.concat([history.assign(stage="head"), tuned.assign(stage="finetune")], ignore_index=True)
+        best_epoch = len(head.history) + tuned_best if tuned_best else best_epoch
+    if tuned_best:
+        emit({"stage": "evaluate"})
+        val_probs = training.predict_views(classifier, paths(val), size, spec.preprocess, eval_views, config.feature_batch_size)
+        train_probs = (training.predict_views(classifier, paths(train), size, spec.preprocess, eval_views, config.feature_batch_size)
+                       if fit_threshold else None)
+    else:
+        val_probs = training.head_probabilities(val_feats[:, :eval_views], head)  # (m, eval_views)
+        train_probs = training.head_probabilities(train_feats[:, :eval_views], head) if fit_threshold else None
+    t4 = time.perf_counter()
+
+    prob = val_probs.mean(axis=1)  # P(ALL); with tta the mean over the orientations
+    # The threshold comes from the training split's own predictions; validation labels never reach it.
+    threshold = training.choose_threshold(y_train, train_probs.mean(axis=1)) if fit_threshold else 0.5
+    metrics = classification_metrics(y_val, prob, threshold)
+    seconds = {"build": round(t1 - t0, 2), "features": round(t2 - t1, 2), "head": round(t3 - t2, 2)}
+    if config.finetune:
+        seconds["finetune"] = round(t4 - t3, 2)
     metrics.update(
         {
             "model": key,
             "name": spec.name,
             "input_size": size,
-            "best_epoch": head.best_epoch,
-            "epochs_run": int(len(head.history)),
+            "threshold_source": config.threshold,
+            "best_epoch": best_epoch,
+            "epochs_run": int(len(history)),
             "n_train": int(len(train)),
             "n_val": int(len(val)),
-            "seconds": {"build": round(t1 - t0, 2), "features": round(t2 - t1, 2), "head": round(t3 - t2, 2)},
+            "seconds": seconds,
             "config_hash": config_hash,
         }
     )
     predictions = pd.DataFrame({"path": val["path"], "subject": val["subject"], "label": y_val, "prob_all": prob})
     emit({"stage": "save"})
-    store.write_model(key, metrics, predictions, head.history, lambda p: save_classifier(classifier, p))
+    store.write_model(key, metrics, predictions, history, lambda p: save_classifier(classifier, p))
     log.info(
         "%s: accuracy %.3f, AUC %s (%s val images)", spec.name, metrics["accuracy"],
         f"{metrics['roc_auc']:.3f}" if metrics["roc_auc"] is not None else "n/a", len(val),

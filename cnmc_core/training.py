@@ -1,22 +1,36 @@
-"""Training the paper's head: on cached features (our way), or on images (the ordinary Keras way).
+"""Training: the paper's head on cached features, fine-tuning on images, and the decision threshold.
 
-Both use the same optimiser, loss, batch size, epochs and early stopping. The feature path picks,
-for each training image and each epoch, its original or its mirror at random: the same
-distribution of inputs as random horizontal flipping, without running the base again.
-`fit_on_images` exists to show (tests, benchmarks) that the two agree.
+The head path and the ordinary Keras loop use the same optimiser, loss, batch size, epochs and
+early stopping. The feature path picks, for each training image and each epoch, one of its cached
+views (original or mirror; or one of the eight orientations) at random: the same distribution of
+inputs as random flipping, without running the base again. `fit_on_images` exists to show
+(tests, benchmarks) that the two agree.
+
+Fine-tuning (`finetune`) cannot use cached features: the base changes. It trains the registry's
+top block on images decoded batch by batch from disk (`ImageEpochs`), never all in memory.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_curve
 
 from .config import StudyConfig
-from .models import HEAD_DENSE
+from .features import orient
+from .images import iter_batches, load_for_model, preprocess
+from .models import HEAD_DENSE, HEAD_POOL, p_all
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,6 +39,8 @@ class HeadResult:
     bias: np.ndarray  # (2,)
     history: pd.DataFrame  # epoch, loss, accuracy, val_loss, val_accuracy
     best_epoch: int  # 1-based epoch whose weights were kept (lowest val_loss)
+    mean: np.ndarray | None = None  # (features,) the head trained on (x - mean) / std; None = raw features
+    std: np.ndarray | None = None  # (features,)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -33,9 +49,16 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(2, dtype=np.float32)[labels]
 
 
-def _compile(model, config: StudyConfig) -> None:
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-image weights n / (2 * n_class): each class weighs n / 2 in total, whatever its size."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    return (len(labels) / (2.0 * np.maximum(counts, 1)))[labels].astype(np.float32)
+
+
+def _compile(model, config: StudyConfig, learning_rate: float | None = None) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adamax(learning_rate=config.learning_rate),
+        optimizer=keras.optimizers.Adamax(learning_rate=learning_rate or config.learning_rate),
         loss="binary_crossentropy",
         metrics=["accuracy"],
     )
@@ -65,9 +88,14 @@ def train_head(
 ) -> HeadResult:
     """Fit Dropout -> Dense(2, sigmoid) on pooled features.
 
-    train_feats: (n, views, features), views = 2 (image, mirror) or 1; val_feats: (m, features).
+    train_feats: (n, views, features), views 0.. of `features.orient`; val_feats: (m, features).
+    With `flip`, each epoch shows each image as one of its first `orientations` views at random.
     """
     keras.utils.set_random_seed(config.seed)
+    views = config.orientations if config.flip else 1
+    if train_feats.shape[1] < views:
+        raise ValueError(f"train_feats holds {train_feats.shape[1]} views; flip with orientations={views} needs {views}")
+    train_feats = train_feats[:, :views]
     n, views, dim = train_feats.shape
     if config.standardize:
         flat = train_feats.reshape(-1, dim)
@@ -84,7 +112,8 @@ def train_head(
     out = keras.layers.Dense(2, activation="sigmoid", name=HEAD_DENSE)(x)
     head = keras.Model(inputs, out)
     _compile(head, config)
-    data = FeatureEpochs(x_train, one_hot(train_labels), config.batch_size, config.seed, config.flip and views > 1)
+    weights = class_weights(train_labels) if config.class_weight else None
+    data = FeatureEpochs(x_train, one_hot(train_labels), config.batch_size, config.seed, views, weights)
     history = head.fit(
         data,
         validation_data=(x_val, one_hot(val_labels)),
@@ -93,37 +122,76 @@ def train_head(
         verbose=0,
     )
     frame, best = _history_frame(history)
-    kernel, bias = head.get_layer(HEAD_DENSE).get_weights()
-    # Fold the standardisation into the Dense layer: W'x + b' == W((x - mean) / std) + b.
-    kernel_raw = kernel / std[:, None]
-    bias_raw = bias - (mean / std) @ kernel
-    return HeadResult(kernel_raw.astype(np.float32), bias_raw.astype(np.float32), frame, best)
+    kernel_raw, bias_raw = fold_standardisation(*head.get_layer(HEAD_DENSE).get_weights(), mean, std)
+    return HeadResult(kernel_raw.astype(np.float32), bias_raw.astype(np.float32), frame, best,
+                      mean.astype(np.float32), std.astype(np.float32))
+
+
+def fold_standardisation(kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray):
+    """Dense weights for standardised features -> the same Dense on raw ones: W'x + b' == W((x - mean) / std) + b."""
+    return kernel / std[:, None], bias - (mean / std) @ kernel
 
 
 def install_head(classifier, head: HeadResult) -> None:
     classifier.get_layer(HEAD_DENSE).set_weights([head.kernel, head.bias])
 
 
-class FeatureEpochs(keras.utils.PyDataset):
-    """Batches of (features, one-hot); each epoch a new order and, per image, original or mirror."""
+def head_probabilities(feats: np.ndarray, head: HeadResult) -> np.ndarray:
+    """P(ALL) of the head (dropout off) for each view: feats (n, views, features) -> (n, views)."""
+    with np.errstate(over="ignore"):  # a huge logit gives exactly 0 or 1, as the model does
+        out = [
+            # The classifier's output at inference is sigmoid(features @ W + b); one view at a time.
+            p_all(1.0 / (1.0 + np.exp(-(feats[:, v].astype(np.float64) @ head.kernel + head.bias))))
+            for v in range(feats.shape[1])
+        ]
+    return np.stack(out, axis=1) if out else np.zeros((len(feats), 0))
 
-    def __init__(self, feats: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, flip: bool):
+
+def choose_threshold(labels: np.ndarray, prob_all: np.ndarray) -> float:
+    """The P(ALL) threshold that maximises balanced accuracy (Youden's J = TPR - FPR) on these predictions.
+
+    Give it the training split's predictions, never the validation split's: a threshold chosen on
+    the data it is then scored on flatters the score. The threshold lies halfway between the
+    lowest score called ALL and the next lower one, so it does not sit on a training example.
+    One class only, or nothing better than chance: 0.5, with a warning.
+    """
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(prob_all, dtype=np.float64)
+    if len(set(y.tolist())) < 2:
+        log.warning("threshold: the training split holds one class only; keeping 0.5")
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)  # thresholds: descending scores, [0] = inf
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    if j[best] <= 0:
+        log.warning("threshold: no threshold beats chance on the training predictions; keeping 0.5")
+        return 0.5
+    lower = thresholds[best + 1] if best + 1 < len(thresholds) else thresholds[best]
+    return float((thresholds[best] + lower) / 2)
+
+
+class FeatureEpochs(keras.utils.PyDataset):
+    """Batches of (features, one-hot[, sample weights]); each epoch a new order and, per image, one of `views`."""
+
+    def __init__(self, feats: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, views: int, weights: np.ndarray | None = None):
         super().__init__()
-        self.feats, self.targets, self.batch_size, self.flip = feats, targets, batch_size, flip
+        self.feats, self.targets, self.batch_size, self.views, self.weights = feats, targets, batch_size, views, weights
         self.rng = np.random.default_rng(seed)
         self._new_epoch()
 
     def _new_epoch(self) -> None:
         n = len(self.feats)
         self.order = self.rng.permutation(n)
-        self.view = self.rng.integers(0, 2, size=n) if self.flip else np.zeros(n, np.int64)
+        self.view = self.rng.integers(0, self.views, size=n) if self.views > 1 else np.zeros(n, np.int64)
 
     def __len__(self) -> int:
         return math.ceil(len(self.feats) / self.batch_size)
 
     def __getitem__(self, i: int):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        return self.feats[idx, self.view[idx]], self.targets[idx]
+        if self.weights is None:
+            return self.feats[idx, self.view[idx]], self.targets[idx]
+        return self.feats[idx, self.view[idx]], self.targets[idx], self.weights[idx]
 
     def on_epoch_end(self) -> None:
         self._new_epoch()
@@ -154,3 +222,170 @@ def fit_on_images(
         verbose=0,
     )
     return _history_frame(history)
+
+
+# ---- fine-tuning on images ----------------------------------------------------------------------
+
+def unfreeze_top(classifier, first_layer: str) -> int:
+    """Make `first_layer` and every later layer trainable, BatchNorm excepted; returns trainable weights.
+
+    BatchNormalization stays frozen, which in Keras 3 also means inference mode: its moving
+    statistics are kept, not replaced by those of small batches of one dataset.
+    """
+    names = [layer.name for layer in classifier.layers]
+    if first_layer not in names:
+        raise ValueError(f"{classifier.name} has no layer {first_layer!r} to fine-tune from")
+    start = names.index(first_layer)
+    for i, layer in enumerate(classifier.layers):
+        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+    return int(sum(np.prod(w.shape) for w in classifier.trainable_weights))
+
+
+def color_jitter(batch: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (n, h, w, 3) -> float32 0-255: per image, channel gains and a brightness in [1-s, 1+s].
+
+    Multiplicative, so the black background stays black, as in every C-NMC frame.
+    """
+    n = len(batch)
+    gain = rng.uniform(1 - strength, 1 + strength, (n, 1, 1, 3)) * rng.uniform(1 - strength, 1 + strength, (n, 1, 1, 1))
+    return np.clip(batch.astype(np.float32) * gain.astype(np.float32), 0, 255)
+
+
+class ImageEpochs(keras.utils.PyDataset):
+    """Batches of preprocessed images (x, one-hot[, sample weights]) decoded from disk batch by batch.
+
+    x: float32 (batch, size, size, 3) after `images.preprocess`. With `augment`, each epoch has a
+    new order, and each image is shown as one of its first `views` orientations, colour-jittered
+    by `jitter`; the random draws depend only on (seed, epoch, batch), so a run is reproducible.
+    Without it, images come in order, as they are (validation).
+    """
+
+    def __init__(
+        self, paths: Sequence[str | Path], labels: np.ndarray, size: int, preprocess_mode: str, batch_size: int,
+        seed: int = 0, augment: bool = False, views: int = 1, jitter: float = 0.0, weights: np.ndarray | None = None,
+    ):
+        super().__init__()
+        self.paths, self.targets, self.weights = list(paths), one_hot(labels), weights
+        self.size, self.mode, self.batch_size = size, preprocess_mode, batch_size
+        self.seed, self.augment, self.views, self.jitter = seed, augment, views, jitter
+        self.workers = max(2, min(8, os.cpu_count() or 2))
+        self.epoch = 0
+        self._order()
+
+    def _order(self) -> None:
+        n = len(self.paths)
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.augment else np.arange(n)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.paths) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            batch = np.stack(list(pool.map(lambda j: load_for_model(self.paths[j], self.size), idx)))
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            views = rng.integers(0, self.views, size=len(idx))
+            batch = np.stack([orient(img[None], v)[0] for img, v in zip(batch, views)])
+            if self.jitter:
+                batch = color_jitter(batch, self.jitter, rng)
+        x = preprocess(batch, self.mode)
+        if self.weights is None:
+            return x, self.targets[idx]
+        return x, self.targets[idx], self.weights[idx]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order()
+
+
+class _Standardize(keras.layers.Layer):
+    """(x - mean) / std with fixed constants: the head stage's input scaling, during fine-tuning only."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+
+    def call(self, x):
+        return (x - self.mean) / self.std
+
+
+def _trainer(classifier, head: HeadResult, dropout: float):
+    """The classifier as the head stage trained it: pooled -> standardise -> Dropout -> Dense.
+
+    The saved classifier applies Dropout to raw features with the standardisation folded into
+    Dense, which is the same function at inference but not in training: dropping a raw feature
+    sets it to 0, which is -mean/std in standardised units (huge for random-weight bases). So
+    fine-tuning trains this twin, sharing the base's layers, and folds the head back afterwards.
+    Returns the model, its Dense layer, and the mean and std it standardises with.
+    """
+    dim = head.kernel.shape[0]
+    mean = head.mean if head.mean is not None else np.zeros(dim, np.float32)
+    std = head.std if head.std is not None else np.ones(dim, np.float32)
+    x = _Standardize(mean, std)(classifier.get_layer(HEAD_POOL).output)
+    x = keras.layers.Dropout(dropout)(x)
+    dense = keras.layers.Dense(2, activation="sigmoid")
+    model = keras.Model(classifier.input, dense(x), name=f"{classifier.name}_finetune")
+    # W_std = W_raw * std and b_std = b_raw + mean @ W_raw give the same outputs.
+    dense.set_weights([head.kernel * std[:, None], head.bias + mean @ head.kernel])
+    return model, dense, mean, std
+
+
+def finetune(
+    classifier, head: HeadResult, first_layer: str, preprocess_mode: str, size: int,
+    train_paths: Sequence[str | Path], train_labels: np.ndarray, val_paths: Sequence[str | Path], val_labels: np.ndarray,
+    config: StudyConfig, on_epoch: Callable[[int], None] | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Train `first_layer` onwards (and the head) on images at `finetune_learning_rate`, then refreeze.
+
+    `head` is the head stage's result, installed in `classifier`: fine-tuning continues from it
+    with the same input scaling and dropout (see `_trainer`).
+
+    Augmentation: one of the `orientations` views per image and epoch (with `flip`), colour
+    jitter, class weights, as configured. Early stopping on validation loss as in the head
+    stage, and the start (the head alone, epoch 0) competes too: when no fine-tuning epoch
+    lowers the validation loss, the classifier is left as it came. Returns the history (epochs
+    from 1) and the epoch whose weights were kept (0 = none).
+    """
+    keras.utils.set_random_seed(config.seed)
+    was_trainable = [layer.trainable for layer in classifier.layers]
+    trainable = unfreeze_top(classifier, first_layer)
+    log.info("fine-tuning %s from %s: %d trainable weights", classifier.name, first_layer, trainable)
+    model, dense, mean, std = _trainer(classifier, head, config.dropout)
+    _compile(model, config, config.finetune_learning_rate)
+    views = config.orientations if config.flip else 1
+    weights = class_weights(train_labels) if config.class_weight else None
+    train = ImageEpochs(train_paths, train_labels, size, preprocess_mode, config.batch_size, config.seed,
+                        augment=True, views=views, jitter=config.color_jitter, weights=weights)
+    val = ImageEpochs(val_paths, val_labels, size, preprocess_mode, config.batch_size)
+    start_weights = model.get_weights()
+    start_loss = float(model.evaluate(val, verbose=0, return_dict=True)["loss"])
+    callbacks = _callbacks(config)
+    if on_epoch:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1)))
+    history = model.fit(train, validation_data=val, epochs=config.finetune_epochs, callbacks=callbacks, verbose=0)
+    frame, best = _history_frame(history)
+    if not frame["val_loss"].min() < start_loss:
+        log.info("fine-tuning did not lower the validation loss (%.4f at the start); keeping the head alone", start_loss)
+        model.set_weights(start_weights)
+        best = 0
+    else:  # fold the standardisation back into the classifier's Dense: the paper's architecture again
+        classifier.get_layer(HEAD_DENSE).set_weights(list(fold_standardisation(*dense.get_weights(), mean, std)))
+    for layer, flag in zip(classifier.layers, was_trainable):  # frozen base, trainable head, as built
+        layer.trainable = flag
+    return frame, best
+
+
+def predict_views(
+    classifier, paths: Sequence[str | Path], size: int, preprocess_mode: str, views: int, batch_size: int = 32
+) -> np.ndarray:
+    """P(ALL) of the classifier for views 0..views-1 of each image: (n, views).
+
+    Images are decoded in threads a few batches ahead (`images.iter_batches`), never all at once.
+    """
+    out = []
+    for batch in iter_batches(paths, size, batch_size):
+        per_view = [p_all(np.asarray(classifier.predict_on_batch(preprocess(orient(batch, v), preprocess_mode))))
+                    for v in range(views)]
+        out.append(np.stack(per_view, axis=1))
+    return np.concatenate(out) if out else np.zeros((0, views))

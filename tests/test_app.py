@@ -25,14 +25,14 @@ from cnmc_core.registry import MODELS, PAPER_TABLE_I
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = {
-    "overview": "pages/1_Overview.py",
-    "confusion": "pages/2_Confusion_matrices.py",
-    "training": "pages/3_Training_curves.py",
-    "curves": "pages/4_Curves_and_calibration.py",
-    "gradcam": "pages/5_Grad-CAM_gallery.py",
-    "classify": "pages/6_Classify_a_cell.py",
-    "dataset": "pages/7_Dataset.py",
-    "about": "pages/8_About.py",
+    "overview": "views/1_Overview.py",
+    "confusion": "views/2_Confusion_matrices.py",
+    "training": "views/3_Training_curves.py",
+    "curves": "views/4_Curves_and_calibration.py",
+    "gradcam": "views/5_Grad-CAM_gallery.py",
+    "classify": "views/6_Classify_a_cell.py",
+    "dataset": "views/7_Dataset.py",
+    "about": "views/8_About.py",
 }
 
 
@@ -126,7 +126,7 @@ def test_overview_table_has_the_numbers_of_metrics_json_and_the_paper(study):
     at = open_app()
     table = at.dataframe[1].value
     ours = table[table["Source"] == results.OURS].set_index("Model")
-    assert list(ours.index) == [MODELS[k].name for k in ("vgg16", "efficientnet_b0")]
+    assert list(ours.index) == [MODELS[k].name for k in ("vgg16", "efficientnet_b0")] + [results.ENSEMBLE_NAME]
     for key in ("vgg16", "efficientnet_b0"):
         m = metrics_json(root, name, key)
         for field, label in results.METRICS.items():
@@ -155,7 +155,7 @@ def test_overview_describes_the_study_and_marks_the_best(study):
     best_auc = max(("vgg16", "efficientnet_b0"), key=lambda k: metrics_json(root, name, k)["roc_auc"])
     assert MODELS[best_auc].name in view.best["ROC AUC"]
     csv = pd.read_csv(io.StringIO(view.csv))
-    assert len(csv) == 4 and set(csv["Source"]) == {results.OURS, results.PAPER}
+    assert len(csv) == 5 and set(csv["Source"]) == {results.OURS, results.PAPER}  # 2 models, 2 paper rows, the ensemble
     assert at.get("download_button")
 
 
@@ -169,7 +169,7 @@ def test_a_broken_model_is_named_and_the_others_shown(broken_root, monkeypatch):
         assert "`unreadable`" in warning  # a study whose study.json is broken is named too
         assert not at.error
     at = open_app()
-    assert list(at.dataframe[1].value.query("Source == @results.OURS")["Model"]) == ["VGG16"]
+    assert list(at.dataframe[1].value.query("Source == @results.OURS")["Model"]) == ["VGG16", results.ENSEMBLE_NAME]
 
 
 # ---- confusion matrices ------------------------------------------------------------------------
@@ -265,7 +265,6 @@ def test_classify_shell_and_upload(study):
     root, name = study
     at = open_app("classify")
     assert "Research use only" in texts(at.warning)
-    assert "explain" in texts(at.info)
     data = results.load_study(str(root), name)
     cell = Path(data.data_path) / data.predictions["vgg16"]["path"][0]
     at.file_uploader(key="upload").set_value((cell.name, cell.read_bytes(), "image/bmp")).run()
@@ -281,7 +280,6 @@ def test_classify_shell_and_upload(study):
 
 def test_gradcam_shell_lists_the_layers(study):
     at = open_app("gradcam")
-    assert "explain" in texts(at.info)
     assert list(at.dataframe[0].value["Grad-CAM layer"]) == [MODELS["vgg16"].gradcam_layer, MODELS["efficientnet_b0"].gradcam_layer]
 
 

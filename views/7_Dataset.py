@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from cnmc_core import results
-from pages import _ui as ui
+from views import _ui as ui
 
 CLASS_COLORS = {"ALL": "#d62728", "HEM": "#1f77b4", "unlabelled": "#aaaaaa"}
 

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cnmc_core import results
-from pages import _ui as ui
+from views import _ui as ui
 
 PER_ROW = 4
 
@@ -36,8 +36,8 @@ def page() -> None:
 
     st.caption(f"Validation split. A cell is called ALL when P(ALL) ≥ the model's threshold "
                f"({', '.join(sorted({f'{m.threshold:g}' for m in matrices.values()}))}). Rows: true class; columns: the call.")
-    for start in range(0, len(data.models), PER_ROW):
-        for col, key in zip(st.columns(PER_ROW), data.models[start:start + PER_ROW]):
+    for start in range(0, len(data.evaluated), PER_ROW):
+        for col, key in zip(st.columns(PER_ROW), data.evaluated[start:start + PER_ROW]):
             col.plotly_chart(heatmap(matrices[key], normalised), key=f"small_{key}", config={"displayModeBar": False})
 
     st.subheader("One model up close")

@@ -1,10 +1,11 @@
-"""ROC and precision-recall curves, calibration, and one model's results at any threshold."""
+"""ROC and precision-recall curves, calibration (the reliability bins saved with the metrics), and one
+model's results at any threshold; the ensemble of the models is drawn like a model."""
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from cnmc_core import results
-from pages import _ui as ui
+from views import _ui as ui
 
 
 AXES = {"fpr": "false positive rate (1 − specificity)", "tpr": "true positive rate (recall)",
@@ -12,12 +13,18 @@ AXES = {"fpr": "false positive rate (1 − specificity)", "tpr": "true positive 
 RANGE = [-0.01, 1.01]
 
 
+def line_style(model: str) -> dict:
+    if model == results.ENSEMBLE_NAME:
+        return {"color": ui.ENSEMBLE_COLOR, "dash": "dash"}
+    return {"color": ui.model_color(model)}
+
+
 def lines(frame, x: str, y: str, label: dict[str, float], what: str, diagonal: bool) -> go.Figure:
     fig = go.Figure()
     for model, part in frame.groupby("Model", sort=False):
         fig.add_trace(go.Scatter(
             x=part[x], y=part[y], mode="lines", name=f"{model} ({what} {label[model]:.3f})",
-            line={"color": ui.model_color(model)}, hovertemplate=f"{model}<br>{x} %{{x:.3f}}<br>{y} %{{y:.3f}}<extra></extra>",
+            line=line_style(model), hovertemplate=f"{model}<br>{x} %{{x:.3f}}<br>{y} %{{y:.3f}}<extra></extra>",
         ))
     if diagonal:
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"color": "grey", "dash": "dot"}))
@@ -26,13 +33,14 @@ def lines(frame, x: str, y: str, label: dict[str, float], what: str, diagonal: b
     return fig
 
 
-def calibration(frame) -> go.Figure:
+def calibration(frame, ece: dict[str, float]) -> go.Figure:
     fig = go.Figure()
     for model, part in frame.groupby("Model", sort=False):
         fig.add_trace(go.Scatter(
-            x=part["predicted"], y=part["observed"], mode="lines+markers", name=model, customdata=part["n"],
-            line={"color": ui.model_color(model)},
-            hovertemplate=f"{model}<br>mean P(ALL) %{{x:.2f}}<br>share ALL %{{y:.2f}}<br>%{{customdata}} images<extra></extra>",
+            x=part["predicted"], y=part["observed"], mode="lines+markers", name=f"{model} (ECE {ece[model]:.3f})",
+            customdata=part[["n", "low", "high"]].to_numpy(), line=line_style(model),
+            hovertemplate=f"{model}<br>P(ALL) %{{customdata[1]:.1f}}–%{{customdata[2]:.1f}}: mean %{{x:.2f}}"
+                          f"<br>share ALL %{{y:.2f}}<br>%{{customdata[0]}} images<extra></extra>",
         ))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", line={"color": "grey", "dash": "dot"}))
     fig.update_layout(height=420, margin={"t": 10, "b": 10}, legend={"orientation": "h", "y": -0.25},
@@ -62,7 +70,7 @@ def threshold_section(data: results.StudyData) -> None:
 def threshold_body(data: results.StudyData) -> None:
     st.subheader("Choose a threshold")
     left, right = st.columns([2, 3])
-    key = ui.models_choice(data, container=left)
+    key = ui.choice("Model", data.evaluated, "model", data.evaluated[0], container=left, format_func=results.model_name)
     threshold = left.slider("Call a cell ALL when P(ALL) ≥", 0.0, 1.0, 0.5, 0.01, key="threshold")
     at = ui.view(results.at_threshold, data, key, threshold)
     left.plotly_chart(matrix(at.matrix), key="threshold_matrix", config={"displayModeBar": False})
@@ -88,7 +96,10 @@ def page() -> None:
         pr.markdown("**Precision-recall curve**")
         pr.plotly_chart(lines(curves.pr, "recall", "precision", curves.ap, "AP", False), key="pr")
         st.markdown("**Calibration**: does P(ALL) = 0.8 mean that 80% of such cells are ALL? (10 equal-width bins)")
-        st.plotly_chart(calibration(curves.calibration), key="calibration")
+        st.plotly_chart(calibration(curves.calibration, curves.ece), key="calibration")
+        st.caption("Each point is one bin of P(ALL) at its mean P(ALL): the bins saved with the model's metrics, from "
+                   "which its ECE (the Overview table) is computed: the size-weighted mean gap to the diagonal. "
+                   "The **Compare** page draws each model's bins on its own.")
     threshold_section(data)
 
 

@@ -7,9 +7,11 @@ one `cnmc_core.results` function through `view(...)`, then display.
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Callable
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -27,7 +29,12 @@ PALETTE = px.colors.qualitative.Plotly  # one colour per registry model, the sam
 _MODEL_ORDER = list(results.MODELS)
 
 
+ENSEMBLE_COLOR = "#222222"  # the ensemble is not a registry model: it gets no palette colour
+
+
 def model_color(name_or_key: str) -> str:
+    if name_or_key in (results.ENSEMBLE_NAME, "ensemble"):
+        return ENSEMBLE_COLOR
     keys = {results.model_name(k): i for i, k in enumerate(_MODEL_ORDER)}
     i = _MODEL_ORDER.index(name_or_key) if name_or_key in _MODEL_ORDER else keys.get(name_or_key, 0)
     return PALETTE[i % len(PALETTE)]
@@ -47,6 +54,33 @@ def run(page: Callable[[], None]) -> None:
         traceback.print_exc()
         first = str(e).splitlines()[0] if str(e) else ""
         st.error(f"This page could not be shown: {type(e).__name__}{': ' + first if first else ''}")
+
+
+# ---- text from outside (file names) --------------------------------------------------------------
+
+# Control characters and bidirectional overrides (which can disguise "cell\u202egnp.exe" as "cellexe.png").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def code(text: str) -> str:
+    """`text` as one Markdown code span: shown literally, never as Markdown, HTML, emoji or math.
+
+    For names that come from outside (uploaded file names): the fence is one backtick longer than
+    the longest run inside, and control and bidi-override characters become U+FFFD.
+    """
+    text = _UNPRINTABLE.sub("\ufffd", text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def csv_safe(frame):
+    """A copy of `frame` whose text cells cannot run as spreadsheet formulas (=, +, -, @ get a leading ')."""
+    out = frame.copy()
+    for col in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[col]) or pd.api.types.is_bool_dtype(out[col])):
+            out[col] = out[col].map(lambda v: f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v)
+    return out
 
 
 # ---- cached reads -------------------------------------------------------------------------------

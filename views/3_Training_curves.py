@@ -5,7 +5,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from cnmc_core import results
-from pages import _ui as ui
+from views import _ui as ui
 
 DASH = {"train": "solid", "validation": "dash"}
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from cnmc_core import results
-from pages import _ui as ui
+from views import _ui as ui
 
 PROTOCOL = """
 **The question.** Can a network trained on photographs of everyday objects (ImageNet) tell a leukemic

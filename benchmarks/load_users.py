@@ -1,0 +1,249 @@
+"""Many users at once: N browser sessions upload a cell to the Classify page of one dashboard together.
+
+    python benchmarks/load_users.py [--artifacts DIR] [--study NAME] [--sessions 8] [--timeout 300]
+
+Starts one `streamlit run app.py` on 127.0.0.1 (loopback only) against the artifacts root, opens N
+headless Chromium contexts (N separate Streamlit sessions) on the Classify page, then has every one
+upload a different validation cell of the study at the same moment, before any session has loaded the
+models: the race on the first load of the cached models is part of the test. Each session reads the
+result it is shown (the file name, the ensemble call and its P(ALL)) and compares it with
+`cnmc_core.predict.Predictor` on the same file, computed in this process before the server starts.
+
+Prints per-session latency (upload to result drawn), whether every answer is right, how many times
+the server loaded the models (its log lines from `Predictor.load`; should be exactly 1), and the
+server's memory before and after from /proc/<pid>/status (VmRSS now, VmHWM peak).
+Bounded: --sessions (1-32) contexts, and the whole run is cut at --timeout seconds.
+Uses Debian's /usr/bin/chromium (no browser download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_pages import CHROMIUM, CHROMIUM_ARGS, RENDERED_JS, free_port  # noqa: E402
+
+MAX_SESSIONS = 32
+LOAD_LINE = "loaded the models of study"  # what Predictor.load logs once per load
+RESULT_LABEL = "Ensemble call (mean P(ALL) of the models)"
+# `streamlit run`, with the library's INFO lines (one per model load) on stderr; nothing else changes.
+SERVER = (
+    "import logging, sys\n"
+    "h = logging.StreamHandler(sys.stderr)\n"
+    "h.setFormatter(logging.Formatter('%(asctime)s %(name)s %(levelname)s %(message)s'))\n"
+    "lg = logging.getLogger('cnmc_core'); lg.addHandler(h); lg.setLevel(logging.INFO)\n"
+    "from streamlit.web.cli import main\n"
+    "main(prog_name='streamlit')\n"
+)
+
+
+@dataclass
+class Session:
+    file: str
+    expected_label: str
+    expected_ensemble: float
+    shown_file: str = ""
+    shown_label: str = ""
+    shown_ensemble: float | None = None
+    seconds: float | None = None
+    error: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return (not self.error and self.shown_file == self.file and self.shown_label == self.expected_label
+                and self.shown_ensemble is not None and abs(self.shown_ensemble - self.expected_ensemble) <= 6e-4)
+
+
+@dataclass
+class Report:
+    sessions: list[Session]
+    loads: int  # model loads in the server process (should be 1)
+    rss_before_mb: float
+    rss_after_mb: float
+    peak_mb: float  # VmHWM: the server's peak resident memory
+    wall_seconds: float
+    log: str = ""
+    exceptions: list[str] = field(default_factory=list)  # Streamlit exception elements seen on the pages
+
+    @property
+    def all_correct(self) -> bool:
+        return bool(self.sessions) and all(s.correct for s in self.sessions) and not self.exceptions
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of a process in MB (Linux /proc)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def pick_cells(artifacts: str, study: str, n: int) -> list[tuple[Path, dict]]:
+    """`n` different validation cells of the study with `Predictor`'s result for each (the expected answers)."""
+    from cnmc_core import results
+    from cnmc_core.predict import Predictor
+    from cnmc_core.store import StudyStore
+
+    data = results.load_study(artifacts, study)
+    paths = list(data.predictions[data.models[0]]["path"])
+    if len(paths) < n:
+        raise ValueError(f"--sessions {n}: study {study!r} has only {len(paths)} validation cells")
+    step = max(1, len(paths) // n)
+    cells = [Path(data.data_path) / p for p in paths[::step][:n]]
+    predictor = Predictor.load(StudyStore(artifacts, study))
+    return [(c, predictor.predict(c.read_bytes(), name=c.name)) for c in cells]
+
+
+@contextlib.contextmanager
+def serve(artifacts: str, timeout: float = 60.0):
+    """One `streamlit run app.py` on 127.0.0.1; yields (url, process, log path)."""
+    port = free_port()
+    env = {**os.environ, "CNMC_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1"}
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"streamlit-load-{port}.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, "run", "app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s; see {log_path}")
+            time.sleep(0.3)
+        yield url, proc, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+async def _one(page, cell: Path, session: Session, go: asyncio.Event, timeout_ms: float) -> None:
+    """Wait for the common start, upload `cell`, wait for the drawn result and read it."""
+    await go.wait()
+    start = time.perf_counter()
+    try:
+        await page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(cell))
+        await page.get_by_text(RESULT_LABEL).wait_for(timeout=timeout_ms)
+        await page.wait_for_function(RENDERED_JS, timeout=timeout_ms, polling=100)
+        session.seconds = time.perf_counter() - start
+        main = page.locator('[data-testid="stMain"]')
+        session.shown_file = (await main.locator("h3").first.inner_text()).strip()
+        metric = page.locator('[data-testid="stMetric"]').first
+        session.shown_label = (await metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()
+        delta = await metric.locator('[data-testid="stMetricDelta"]').inner_text()
+        found = re.search(r"P\(ALL\) = ([0-9.]+)", delta)
+        session.shown_ensemble = float(found.group(1)) if found else None
+    except Exception as e:  # a timeout or a missing element: this session failed, the others go on
+        session.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+async def _drive(url: str, study: str, cells: list[Path], sessions: list[Session], timeout: float) -> list[str]:
+    from playwright.async_api import async_playwright
+
+    timeout_ms = timeout * 1000
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = []
+            for _ in cells:  # every session open on the Classify page before anyone uploads
+                context = await browser.new_context(viewport={"width": 1200, "height": 1000})
+                page = await context.new_page()
+                page.set_default_timeout(timeout_ms)
+                await page.goto(f"{url}/classify?study={study}")
+                await page.wait_for_function(RENDERED_JS, timeout=timeout_ms, polling=100)
+                pages.append(page)
+            go = asyncio.Event()
+            tasks = [asyncio.create_task(_one(pg, c, s, go, timeout_ms)) for pg, c, s in zip(pages, cells, sessions)]
+            go.set()  # all at once
+            await asyncio.gather(*tasks)
+            exceptions = []
+            for i, pg in enumerate(pages):
+                for e in await pg.locator('[data-testid="stException"]').all_inner_texts():
+                    exceptions.append(f"session {i + 1}: {e.splitlines()[0] if e else ''}")
+            return exceptions
+        finally:
+            await browser.close()
+
+
+def run(artifacts: str, study: str, sessions: int = 8, timeout: float = 300.0) -> Report:
+    """The whole load test; see the module docstring. Raises ValueError on bad arguments."""
+    if not 1 <= sessions <= MAX_SESSIONS:
+        raise ValueError(f"--sessions must be between 1 and {MAX_SESSIONS}; got {sessions}")
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(f"{CHROMIUM} is missing; install it with `apt-get install -y chromium`")
+    picked = pick_cells(artifacts, study, sessions)
+    rows = [Session(c.name, r["label"], float(r["ensemble"])) for c, r in picked]
+    cells = [c for c, _ in picked]
+    start = time.perf_counter()
+    with serve(artifacts) as (url, proc, log_path):
+        before = memory_mb(proc.pid)
+        exceptions = asyncio.run(asyncio.wait_for(_drive(url, study, cells, rows, timeout), timeout + 60))
+        after = memory_mb(proc.pid)
+        text = log_path.read_text(errors="replace")
+    return Report(rows, text.count(LOAD_LINE), before["VmRSS"], after["VmRSS"], after["VmHWM"],
+                  time.perf_counter() - start, text, exceptions)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifacts", default=os.environ.get("CNMC_ARTIFACTS") or str(ROOT / "artifacts"))
+    ap.add_argument("--study", default="demo", help="the study to open (default: demo)")
+    ap.add_argument("--sessions", type=int, default=8, help=f"browser sessions at once (1-{MAX_SESSIONS}, default 8)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds a session may take (default 300)")
+    args = ap.parse_args(argv)
+    try:
+        report = run(args.artifacts, args.study, args.sessions, args.timeout)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"artifacts {args.artifacts}, study {args.study}, {args.sessions} sessions, {os.cpu_count()} CPU cores")
+    print(f"{'session':<9}{'file':<28}{'expected':>18}{'shown':>18}{'seconds':>9}  ok")
+    for i, s in enumerate(report.sessions, 1):
+        shown = f"{s.shown_label} {s.shown_ensemble:.3f}" if s.shown_ensemble is not None else (s.error[:18] or "-")
+        took = f"{s.seconds:.1f}" if s.seconds is not None else "-"
+        print(f"{i:<9}{s.file[:27]:<28}{s.expected_label + f' {s.expected_ensemble:.3f}':>18}{shown:>18}{took:>9}  "
+              f"{'yes' if s.correct else 'NO'}")
+    times = sorted(s.seconds for s in report.sessions if s.seconds is not None)
+    if times:
+        print(f"latency: median {times[len(times) // 2]:.1f} s, max {times[-1]:.1f} s; whole run {report.wall_seconds:.0f} s")
+    for e in report.exceptions:
+        print(f"exception shown: {e}")
+    print(f"model loads in the server: {report.loads} (expected 1)")
+    print(f"server memory: RSS {report.rss_before_mb:.0f} MB before, {report.rss_after_mb:.0f} MB after, "
+          f"peak {report.peak_mb:.0f} MB")
+    ok = report.all_correct and report.loads == 1
+    print(f"all correct: {'yes' if report.all_correct else 'NO'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The study's statistics on the dashboard (headless AppTest), on copies of the tiny trained study:
+
+- `tiny`: as the study wrote it (two models, the ensemble, intervals, comparison.csv, subjects.csv);
+- `three`: a third model and a hand-written comparison.csv with known p-values, one pair significant;
+- `other`: the same data with other numbers for VGG16, to compare two studies side by side;
+- `old`: made "before statistics existed" (no intervals, ensemble, comparisons, per-subject accuracy,
+  weighted F1, ECE or Brier): every page still renders and says how to compute them.
+
+The assertions are what a reader takes from the pages: the ensemble's numbers, the interval of a
+metric, which pairs are marked significant, the hardest subject, both studies' values.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cnmc_core import results
+from cnmc_core.stats import reliability
+
+from .test_app import PAGES, ROOT, texts
+
+COMPARE = "views/9_Compare.py"
+KEYS = ("vgg16", "efficientnet_b0", "ensemble")
+# The hand-written comparison of study `three`: only the first pair has a Holm-adjusted p below 0.05
+# (0.05 itself is not below it).
+PAIRS = pd.DataFrame([
+    ("vgg16", "efficientnet_b0", 12, 2, 0.004, 0.012, 0.050, 0.010, 0.090),
+    ("vgg16", "resnet50", 0, 0, 1.0, 1.0, 0.0, 0.0, 0.0),
+    ("efficientnet_b0", "resnet50", 2, 9, 0.025, 0.05, -0.040, -0.100, 0.020),
+], columns=["model_a", "model_b", "n01", "n10", "p_value", "p_holm", "auc_diff", "auc_diff_low", "auc_diff_high"])
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj))
+
+
+@pytest.fixture(scope="module")
+def stats_root(tiny_study, tmp_path_factory) -> Path:
+    root, name = tiny_study
+    base = tmp_path_factory.mktemp("stats")
+    for study in ("tiny", "three", "other", "old"):
+        shutil.copytree(Path(root) / name, base / study, ignore=shutil.ignore_patterns("model.keras"))
+        info = _json(base / study / "study.json")
+        _write_json(base / study / "study.json", {**info, "name": study})
+
+    three = base / "three"
+    shutil.copytree(three / "models" / "vgg16", three / "models" / "resnet50")
+    info = _json(three / "study.json")
+    _write_json(three / "study.json", {**info, "models": [*info["models"], "resnet50"]})
+    ensemble = _json(three / "models" / "ensemble" / "metrics.json")
+    _write_json(three / "models" / "ensemble" / "metrics.json", {**ensemble, "members": [*info["models"], "resnet50"]})
+    PAIRS.to_csv(three / "comparison.csv", index=False)
+
+    vgg = base / "other" / "models" / "vgg16" / "metrics.json"
+    m = _json(vgg)
+    _write_json(vgg, {**m, "roc_auc": 0.777, "ci95": {**m["ci95"], "roc_auc": [0.701, 0.843]}})
+
+    old = base / "old"
+    shutil.rmtree(old / "models" / "ensemble")
+    (old / "comparison.csv").unlink()
+    for key in ("vgg16", "efficientnet_b0"):
+        (old / "models" / key / "subjects.csv").unlink()
+        m = _json(old / "models" / key / "metrics.json")
+        for field in ("ci95", "ci_method", "f1_weighted", "ece", "brier", "reliability"):
+            m.pop(field, None)
+        _write_json(old / "models" / key / "metrics.json", m)
+    return base
+
+
+@pytest.fixture
+def root(stats_root, monkeypatch) -> Path:
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(stats_root))
+    return stats_root
+
+
+def open_page(page: str, study: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.query_params["study"] = study
+    at.run()
+    if page != PAGES["overview"]:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, texts(at.error)
+    return at
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def array(x) -> np.ndarray:
+    """A plotly array (plain list, or a typed array {"dtype", "bdata", "shape"}) as numpy."""
+    if isinstance(x, dict) and "bdata" in x:
+        a = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"])
+        return a.reshape([int(n) for n in str(x["shape"]).split(",")]) if "shape" in x else a
+    return np.asarray(x, dtype=object)
+
+
+def metrics_of(root: Path, study: str, key: str) -> dict:
+    return _json(root / study / "models" / key / "metrics.json")
+
+
+# ---- overview: the ensemble row, weighted F1 / ECE / Brier, intervals -------------------------------
+
+def test_overview_shows_the_ensemble_row_and_the_new_metrics_as_saved(root):
+    at = open_page(PAGES["overview"], "tiny")
+    table = at.dataframe[1].value
+    ours = table[table["Source"] == results.OURS].set_index("Model")
+    assert list(ours.index) == ["VGG16", "EfficientNetB0", results.ENSEMBLE_NAME]
+    for key, name in zip(KEYS, ours.index):
+        m = metrics_of(root, "tiny", key)
+        for field, label in {**results.METRICS, **results.LOWER_IS_BETTER}.items():
+            assert ours.loc[name, label] == pytest.approx(m[field]), (key, field)
+    assert {"Weighted F1", "ECE", "Brier"} <= set(table.columns)
+    assert "VGG16, EfficientNetB0" in texts(at.caption)  # what the ensemble averages
+    assert not at.info  # statistics are all there: no note
+
+
+def test_the_interval_of_a_metric_is_its_ci95(root):
+    at = open_page(PAGES["overview"], "tiny")
+    for metric in ("roc_auc", "accuracy"):
+        if metric != "roc_auc":
+            at.selectbox(key="_w_metric").set_value(metric).run()
+            assert at.query_params["metric"] == metric
+        (chart,) = [f for f in figures(at) if f["data"][0]["name"].startswith(results.OURS)]
+        dots = chart["data"][0]
+        x, plus, minus = array(dots["x"]), array(dots["error_x"]["array"]), array(dots["error_x"]["arrayminus"])
+        assert list(dots["y"]) == ["VGG16", "EfficientNetB0", results.ENSEMBLE_NAME]
+        for i, key in enumerate(KEYS):
+            m = metrics_of(root, "tiny", key)
+            low, high = m["ci95"][metric]
+            assert x[i] == pytest.approx(m[metric])
+            assert (x[i] - minus[i], x[i] + plus[i]) == pytest.approx((low, high))
+    csv = pd.read_csv(io.StringIO(results.overview(results.load_study(str(root), "tiny")).csv))
+    row = csv[(csv["Model"] == results.ENSEMBLE_NAME)].iloc[0]
+    assert (row["ROC AUC 95% low"], row["ROC AUC 95% high"]) == pytest.approx(tuple(metrics_of(root, "tiny", "ensemble")["ci95"]["roc_auc"]))
+
+
+# ---- curves: the ensemble is drawn, calibration is the saved bins ------------------------------------
+
+def test_curves_draw_the_ensemble_and_the_saved_reliability_bins(root):
+    at = open_page(PAGES["curves"], "tiny")
+    by_name = {t["name"]: t for f in figures(at) for t in f["data"] if "name" in t}
+    auc = metrics_of(root, "tiny", "ensemble")["roc_auc"]
+    assert f"{results.ENSEMBLE_NAME} (AUC {auc:.3f})" in by_name
+    for key, name in zip(KEYS, ("VGG16", "EfficientNetB0", results.ENSEMBLE_NAME)):
+        m = metrics_of(root, "tiny", key)
+        trace = by_name[f"{name} (ECE {m['ece']:.3f})"]
+        bins = [b for b in m["reliability"] if b["count"]]
+        assert array(trace["x"]).astype(float) == pytest.approx([b["mean_prob"] for b in bins])
+        assert array(trace["y"]).astype(float) == pytest.approx([b["fraction_all"] for b in bins])
+        p = pd.read_csv(root / "tiny" / "models" / key / "predictions.csv")  # the same bins as the predictions give
+        ece, again = reliability(p["label"], p["prob_all"])
+        assert ece == pytest.approx(m["ece"]) and [b["count"] for b in again] == [b["count"] for b in m["reliability"]]
+
+    at.selectbox(key="_w_model").set_value("ensemble").run()  # the threshold section offers the ensemble too
+    shown = {x.label: x.value for x in at.metric}
+    assert shown["Accuracy"] == f"{metrics_of(root, 'tiny', 'ensemble')['accuracy']:.3f}"
+
+
+# ---- compare: the p-value matrix, reliability diagrams, hard subjects ---------------------------------
+
+def test_compare_matrix_has_the_p_values_and_marks_the_significant_pairs(root):
+    at = open_page(COMPARE, "three")
+    assert at.title[0].value == "Compare"
+    (heatmap,) = [f["data"][0] for f in figures(at) if f["data"][0].get("colorbar", {}).get("title", {}).get("text") == "p (Holm)"]
+    names = list(heatmap["y"])
+    assert names == ["VGG16", "EfficientNetB0", "ResNet50"] and list(heatmap["x"]) == names
+    z, text = array(heatmap["z"]).astype(float), heatmap["text"]
+    index = {"vgg16": 0, "efficientnet_b0": 1, "resnet50": 2}
+    for pair in PAIRS.itertuples():
+        for i, j in ((index[pair.model_a], index[pair.model_b]), (index[pair.model_b], index[pair.model_a])):
+            assert z[i, j] == pytest.approx(pair.p_holm)
+            assert ("✱" in text[i][j]) == (pair.p_holm < 0.05), (pair.model_a, pair.model_b, text[i][j])
+    assert np.isnan(np.diag(z)).all()
+    # Hover data is read from the row model's side: EfficientNetB0 − VGG16 is minus VGG16 − EfficientNetB0.
+    hover = heatmap["customdata"]
+    assert hover[0][1][1:] == [12, 2, 0.05, 0.01, 0.09]
+    assert hover[1][0][1:] == pytest.approx([2, 12, -0.05, -0.09, -0.01])
+
+    at.toggle(key="_w_pairs_table").set_value(True).run()
+    table = at.dataframe[0].value
+    assert table.loc[table["Significant"], ["Model A", "Model B"]].values.tolist() == [["VGG16", "EfficientNetB0"]]
+    assert "✱" in texts(at.markdown) and "Holm" in texts(at.markdown)
+
+
+def test_compare_shows_reliability_diagrams_and_the_hardest_subjects(root):
+    at = open_page(COMPARE, "tiny")
+    (grid,) = [f for f in figures(at) if any(t["type"] == "bar" for t in f["data"])]
+    titles = [a["text"] for a in grid["layout"]["annotations"]]
+    for key, name in zip(KEYS, ("VGG16", "EfficientNetB0", results.ENSEMBLE_NAME)):
+        assert f"{name} · ECE {metrics_of(root, 'tiny', key)['ece']:.3f}" in titles
+    vgg = next(t for t in grid["data"] if t["type"] == "bar" and t["name"] == "VGG16")
+    bins = [b for b in metrics_of(root, "tiny", "vgg16")["reliability"] if b["count"]]
+    assert array(vgg["y"]).astype(float) == pytest.approx([b["fraction_all"] for b in bins])
+
+    (subjects,) = [f["data"][0] for f in figures(at) if f["data"][0].get("colorbar", {}).get("title", {}).get("text") == "called right"]
+    assert list(subjects["x"]) == ["VGG16", "EfficientNetB0", results.ENSEMBLE_NAME]
+    z = array(subjects["z"]).astype(float)
+    saved = {k: pd.read_csv(root / "tiny" / "models" / k / "subjects.csv", dtype={"subject": str}).set_index("subject") for k in KEYS}
+    shown = [label.split(" (")[0] for label in subjects["y"]]
+    assert sorted(shown) == sorted(saved["vgg16"].index)
+    for row, subject in enumerate(shown):
+        assert z[row] == pytest.approx([saved[k].loc[subject, "accuracy"] for k in KEYS])
+    means = z[:, :2].mean(axis=1)
+    assert list(means) == sorted(means)  # hardest (lowest mean over the models) first
+
+
+# ---- two studies of the same data ---------------------------------------------------------------
+
+def test_two_studies_side_by_side_show_both_studies_numbers(root):
+    at = open_page(COMPARE, "tiny")
+    versus = at.selectbox(key="_w_versus")
+    assert "other (same data)" in versus.options
+    versus.set_value("other").run()
+    assert at.query_params["versus"] == "other"
+    table = next(d.value for d in at.dataframe if "Model" in d.value and "tiny" in d.value)
+    vgg = table.set_index("Model").loc["VGG16"]
+    mine = metrics_of(root, "tiny", "vgg16")
+    assert vgg["tiny"] == pytest.approx(mine["roc_auc"]) and vgg["other"] == pytest.approx(0.777)
+    assert (vgg["other 95% low"], vgg["other 95% high"]) == pytest.approx((0.701, 0.843))
+    assert (vgg["tiny 95% low"], vgg["tiny 95% high"]) == pytest.approx(tuple(mine["ci95"]["roc_auc"]))
+    assert vgg["other − tiny"] == pytest.approx(0.777 - mine["roc_auc"])
+    assert vgg[results.PAIRED_P] == pytest.approx(1.0)  # the same calls on the same cells
+    (chart,) = [f for f in figures(at) if f["layout"].get("legend", {}).get("title", {}).get("text") == "Study"]
+    assert [t["name"] for t in chart["data"]] == ["tiny", "other"]
+    assert array(chart["data"][1]["x"]).astype(float)[0] == pytest.approx(0.777)  # VGG16 in `other`
+
+    at.selectbox(key="_w_versus_metric").set_value("ece").run()
+    table = next(d.value for d in at.dataframe if "Model" in d.value and "tiny" in d.value)
+    assert table.set_index("Model").loc[results.ENSEMBLE_NAME, "other"] == pytest.approx(metrics_of(root, "other", "ensemble")["ece"])
+
+
+def test_statistics_older_than_a_model_ask_to_be_recomputed(root):
+    data = results.load_study(str(root), "three")
+    assert results.stats_note(data) == ""
+    data.comparison = data.comparison[data.comparison["model_b"] != "resnet50"]  # as if ResNet50 finished later
+    assert "computed before the latest models" in results.stats_note(data)
+    assert "python -m cnmc_core stats --study three" in results.stats_note(data)
+
+
+# ---- a study made before statistics existed --------------------------------------------------------
+
+@pytest.mark.parametrize("page", [*PAGES.values(), COMPARE])
+def test_a_study_without_statistics_renders_and_says_how_to_compute_them(root, page):
+    at = open_page(page, "old")
+    if page in (PAGES["overview"], COMPARE):
+        assert f"python -m cnmc_core stats --study old --artifacts {root}" in texts(at.info)
+    if page == PAGES["overview"]:
+        ours = at.dataframe[1].value.query("Source == @results.OURS")
+        assert list(ours["Model"]) == ["VGG16", "EfficientNetB0"]  # no ensemble row
+        assert ours["ECE"].isna().all() and ours["Accuracy"].notna().all()
+    if page == PAGES["curves"]:  # calibration from the predictions, by the same function that saves the bins
+        p = pd.read_csv(root / "old" / "models" / "vgg16" / "predictions.csv")
+        ece, bins = reliability(p["label"], p["prob_all"])
+        trace = next(t for f in figures(at) for t in f["data"] if t.get("name") == f"VGG16 (ECE {ece:.3f})")
+        assert array(trace["y"]).astype(float) == pytest.approx([b["fraction_all"] for b in bins if b["count"]])

@@ -1,0 +1,244 @@
+"""Grad-CAM and friends: the registry layer, heatmaps in image coordinates, the sanity checks, the gallery, `explain`."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnmc_core import explain
+from cnmc_core.explain import METHODS, Explainer, Gallery, cell_focus, to_image_size
+from cnmc_core.images import open_image
+from cnmc_core.registry import MODELS
+from cnmc_core.store import StudyStore
+
+from .conftest import TINY_MODELS, TINY_SIZE
+from .test_cli import cli
+
+
+def disc_image(width: int, height: int, centre: tuple[int, int], radius: int) -> Image.Image:
+    """A purple disc (a 'cell') at `centre` (x, y) on black, RGB."""
+    yy, xx = np.mgrid[:height, :width]
+    img = np.zeros((height, width, 3), np.uint8)
+    img[(xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 < radius**2] = (150, 90, 200)
+    return Image.fromarray(img)
+
+
+def cell_detector():
+    """A flat classifier whose evidence is known: one channel lights up exactly where the frame is not black.
+
+    Input 0-255 ('none' preprocessing), conv 'cells' (stride 4) -> GlobalMaxPooling2D -> Dense(2, sigmoid)
+    that says ALL the brighter the brightest spot. Everything Grad-CAM should find is on the cell.
+    """
+    import keras
+
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(2, 3, strides=4, padding="same", activation="relu", name="cells")(inputs)
+    x = keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
+    out = keras.layers.Dense(2, activation="sigmoid", name="head_dense")(x)
+    model = keras.Model(inputs, out)
+    kernel = np.zeros((3, 3, 3, 2), np.float32)
+    kernel[..., 0] = 1.0 / 27 / 255  # channel 0: mean brightness of the 3x3 patch, 0 on black
+    kernel[..., 1] = -1.0 / 27 / 255  # channel 1: never positive (dead), must not matter
+    model.get_layer("cells").set_weights([kernel, np.zeros(2, np.float32)])
+    model.get_layer("head_dense").set_weights([np.array([[-4.0, 4.0], [0.0, 0.0]], np.float32), np.array([0.0, -1.0], np.float32)])
+    return model
+
+
+# --- the registry layer, on every model --------------------------------------------------------------
+# tf-keras-vis's own search walks back to the last Conv layer; for these the registry layer is not one.
+SEARCH_PICKS_WRONG = {"inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"}
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_every_registry_model_explains_on_its_registry_layer(key):
+    import keras
+    from tf_keras_vis.utils import find_layer
+    from tf_keras_vis.utils.model_modifiers import Conv
+
+    from cnmc_core.models import build_classifier
+
+    spec = MODELS[key]
+    keras.utils.clear_session()
+    clf = build_classifier(spec, max(spec.min_input_size, 75), weights="none")
+    explainer = Explainer.for_model(clf, key)
+    assert explainer.layer == spec.gradcam_layer
+    automatic = find_layer(clf, lambda layer: isinstance(layer, Conv), offset=clf.get_layer(spec.gradcam_layer))
+    assert (automatic.name != spec.gradcam_layer) == (key in SEARCH_PICKS_WRONG)
+
+    img = disc_image(90, 60, (45, 30), 18)  # not square: heatmaps come back as (height, width)
+    e = explainer.explain(img, "gradcam", "all")
+    assert e.heatmap.shape == (60, 90) and e.heatmap.dtype == np.float32
+    assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0
+    assert e.empty or e.heatmap.max() > 0.9  # normalised on the layer's grid (1 at its hottest cell), then resized
+    assert e.layer == spec.gradcam_layer and e.target == "ALL"
+
+
+def test_a_classifier_without_the_layer_is_refused_with_the_reason():
+    model = cell_detector()
+    with pytest.raises(ValueError, match="has no layer 'block5_conv3'"):
+        Explainer(model, "block5_conv3", "none")
+    with pytest.raises(ValueError, match="not a \\(batch, h, w, channels\\) map"):
+        Explainer(model, "head_pool", "none")
+
+
+# --- the heatmap lands where the evidence is -----------------------------------------------------------
+@pytest.mark.parametrize("method", list(METHODS))
+def test_the_heatmap_of_a_cell_detector_lies_on_the_cell_wherever_the_cell_is(method):
+    explainer = Explainer(cell_detector(), "cells", "none")
+    for centre in ((64, 64), (40, 88)):  # centred, then off-centre and asymmetric (a transposed map would miss it)
+        img = disc_image(128, 128, centre, 26)
+        e = explainer.explain(img, method)
+        assert e.target == "ALL" and e.p_all > 0.5
+        focus = cell_focus(e.heatmap, img)
+        assert focus["mass_on_cell"] > 0.5, (centre, focus)  # most of the mass on the cell, the cell covers 13%
+        yy, xx = np.mgrid[:128, :128]
+        cy, cx = (e.heatmap * yy).sum() / e.heatmap.sum(), (e.heatmap * xx).sum() / e.heatmap.sum()
+        assert abs(cx - centre[0]) < 8 and abs(cy - centre[1]) < 8, (centre, cx, cy)
+
+
+def test_the_target_sign_shows_evidence_for_the_chosen_class():
+    explainer = Explainer(cell_detector(), "cells", "none")
+    img = disc_image(64, 64, (32, 32), 14)
+    for_all = explainer.explain(img, target="all")
+    assert not for_all.empty
+    # Predicted HEM (forced by a high threshold): nothing in this model is evidence for HEM.
+    for_hem = explainer.explain(img, target="predicted", threshold=0.99)
+    assert for_hem.target == "HEM" and for_hem.empty
+    with pytest.raises(ValueError, match="--method must be one of gradcam, gradcam\\+\\+, scorecam; got 'lime'"):
+        explainer.explain(img, method="lime")
+
+
+def test_to_image_size_spans_the_whole_frame():
+    layer_map = np.zeros((4, 4), np.float32)
+    layer_map[0, 3] = 1.0  # top-right grid cell
+    h = to_image_size(layer_map, (200, 100))
+    assert h.shape == (100, 200)
+    y, x = np.unravel_index(np.argmax(h), h.shape)
+    assert y < 25 and x > 150
+
+
+# --- sanity checks on the trained small study ------------------------------------------------------
+@pytest.fixture(scope="module")
+def study(tiny_study):
+    root, name = tiny_study
+    return StudyStore(root, name)
+
+
+@pytest.fixture(scope="module")
+def val_cells(study):
+    root = study.read_study()["data"]["path"]
+    preds = study.read_predictions("vgg16")
+    return [open_image(f"{root}/{p}") for p in preds["path"][:4]]
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() == 0 or b.std() == 0:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", TINY_MODELS)
+def test_model_randomisation_changes_the_heatmaps(study, val_cells, key):
+    """Adebayo et al.'s check: a heatmap that survives re-initialising the weights explains nothing."""
+    import keras
+
+    from cnmc_core.models import build_classifier, load_classifier
+
+    trained = Explainer.for_model(load_classifier(study.model_file(key, "model.keras")), key)
+    keras.utils.set_random_seed(12345)
+    fresh = Explainer.for_model(build_classifier(MODELS[key], TINY_SIZE, weights="none"), key)
+    similarities, differences = [], []
+    for img in val_cells:
+        h = trained.explain(img, target="all").heatmap
+        assert np.abs(h - trained.explain(img, target="all").heatmap).max() < 1e-4  # deterministic: differences are the weights
+        r = fresh.explain(img, target="all").heatmap
+        similarities.append(_similarity(h, r))
+        differences.append(float(np.abs(h - r).mean()))
+    assert np.mean(similarities) < 0.7, similarities
+    assert min(differences) > 0.05, differences
+
+
+@pytest.mark.slow
+def test_trained_study_gallery_is_cached_with_both_classes_and_the_studys_numbers(study):
+    gallery = Gallery.load(study)
+    assert gallery is not None and gallery.models == list(TINY_MODELS) and gallery.stale() == []
+    cells = gallery.cells
+    assert len(cells) == explain.GALLERY_CELLS
+    assert {c["label"] for c in cells} == {"ALL", "HEM"}
+    preds = {k: study.read_predictions(k).set_index("path")["prob_all"] for k in TINY_MODELS}
+    for cell in cells:
+        for key in TINY_MODELS:
+            entry = cell["models"][key]
+            assert entry["p_all"] == pytest.approx(preds[key][cell["path"]], abs=1e-6)  # the study's own number
+            assert entry["correct"] == ((entry["p_all"] >= 0.5) == (cell["label"] == "ALL"))
+            h = gallery.heatmap(key, cell["id"])
+            assert h.shape == (explain.GALLERY_SIDE, explain.GALLERY_SIDE) and 0 <= h.min() and h.max() <= 1
+            recomputed = cell_focus(h, gallery.image(cell["id"]))["mass_on_cell"]
+            assert entry["mass_on_cell"] is None or entry["mass_on_cell"] == pytest.approx(recomputed, abs=0.01)
+    # The filters the page offers.
+    assert all(c["label"] == "HEM" for c in gallery.select(label="HEM"))
+    wrong = gallery.select(correct=False, model="vgg16")
+    assert all(not c["models"]["vgg16"]["correct"] for c in wrong)
+    assert len(gallery.select(label="ALL")) + len(gallery.select(label="HEM")) == len(cells)
+    shown = gallery.overlay(cells[0]["id"], "vgg16", opacity=0.0)
+    assert np.array_equal(np.asarray(shown), np.asarray(gallery.image(cells[0]["id"])))  # opacity 0: the cell itself
+
+
+@pytest.mark.slow
+def test_a_retrained_model_marks_the_gallery_stale_and_a_broken_one_never_fails_the_study(study, tmp_path, caplog):
+    shutil.copytree(study.dir, tmp_path / "copy")
+    copy = StudyStore(tmp_path, "copy")
+    copy.update_metrics("vgg16", {"config_hash": "retrained"})
+    assert Gallery.load(copy).stale() == ["vgg16"]
+    assert not explain.gallery_is_current(copy, list(TINY_MODELS))
+
+    copy.model_file("vgg16", "model.keras").write_bytes(b"not a model")
+    copy.gallery_index.unlink()
+    explain.build_study_explanations(copy)  # logs, never raises
+    assert "Grad-CAM gallery not built" in caplog.text
+    assert Gallery.load(copy) is None
+
+
+@pytest.mark.slow
+def test_explain_command_writes_the_overlay_and_the_heatmap(study, val_cells, tmp_path):
+    image = tmp_path / "cell.png"
+    val_cells[0].resize((150, 120)).save(image)  # not square, not the model's size
+    out, npy = tmp_path / "overlay.png", tmp_path / "heat.npy"
+    r = cli("explain", "--study", study.name, "--artifacts", study.root, "--model", "efficientnet_b0", image,
+            "--out", out, "--npy", npy)
+    assert r.returncode == 0, r.stderr
+    assert "top_activation" in r.stdout and "P(ALL)" in r.stdout
+    heat = np.load(npy, allow_pickle=False)
+    assert heat.shape == (120, 150) and heat.dtype == np.float32 and 0 <= heat.min() and heat.max() <= 1
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.height == 120 and png.width > 150  # the image plus its colour scale
+
+    r = cli("explain", "--study", study.name, "--artifacts", study.root, "--model", "vgg19", image, "--out", out)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: study 'tiny' has no complete model 'vgg19'; it has: vgg16, efficientnet_b0"
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--model", "alexnet"), "unknown model 'alexnet'"),
+        (("--model", "vgg16", "--method", "lime"), "--method must be one of"),
+        (("--model", "vgg16", "--out", "x.jpg"), "must end in .png"),
+        (("--model", "vgg16", "--opacity", "2"), "--opacity must be between 0 and 1"),
+    ],
+)
+def test_explain_command_bad_arguments_give_one_error_line(args, needle, tmp_path):
+    image = tmp_path / "c.png"
+    disc_image(40, 40, (20, 20), 8).save(image)
+    full = ["explain", "--study", "s", "--artifacts", tmp_path, image, *args]
+    if "--out" not in args:
+        full += ["--out", tmp_path / "o.png"]
+    r = cli(*full)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr

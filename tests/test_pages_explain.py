@@ -1,0 +1,110 @@
+"""The Grad-CAM gallery and Classify pages, headless (AppTest, uploads through `at.file_uploader`), on the tiny study."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnmc_core import results
+from cnmc_core.explain import GALLERY_CELLS
+from cnmc_core.predict import Predictor
+from cnmc_core.store import StudyStore
+
+from .test_app import open_app, texts
+
+pytestmark = pytest.mark.slow  # they share the trained tiny study
+
+
+@pytest.fixture
+def study(tiny_study, monkeypatch):
+    root, name = tiny_study
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(root))
+    return Path(root), name
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def captions(at) -> list[str]:
+    return [c for img in at.get("image") for c in img.captions]
+
+
+def test_classify_page_takes_many_files_explains_each_and_reports_bad_ones(study):
+    root, name = study
+    data = results.load_study(str(root), name)
+    cell_path = Path(data.data_path) / data.predictions["vgg16"]["path"][0]
+    cell = cell_path.read_bytes()
+    smear = png(Image.fromarray(np.tile(np.asarray(Image.open(cell_path).convert("RGB"))[110:340, 110:340], (3, 3, 1))))
+
+    at = open_app("classify")
+    assert "Research use only" in texts(at.warning) and "not for diagnosis" in texts(at.warning)
+    at.file_uploader(key="upload").set_value([
+        (cell_path.name, cell, "image/bmp"), ("notes.png", b"not an image at all", "image/png"), ("smear.png", smear, "image/png"),
+    ]).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    # The bad file: one line in an error box; the others are still classified.
+    assert [e.value for e in at.error] == ["`notes.png` cannot be classified: not an image file PIL can read (BMP, PNG, JPEG, TIFF…)"]
+    assert [m.value for m in at.metric] and all(m.value in ("ALL", "HEM") for m in at.metric) and len(at.metric) == 2
+    # The smear field is flagged, and its prediction still shown.
+    assert "does not look like the cells the models were trained on" in texts(at.warning)
+
+    # One row per file, the same numbers as `predict`.
+    summary = at.dataframe[0].value
+    assert list(summary["file"]) == [cell_path.name, "notes.png", "smear.png"]
+    assert summary.loc[1, "error"] and not summary.loc[0, "error"]
+    expected = Predictor.load(StudyStore(root, name)).predict(cell, name=cell_path.name)
+    assert summary.loc[0, "P(ALL) VGG16"] == pytest.approx(expected["predictions"]["vgg16"], abs=1e-6)
+    assert summary.loc[0, "ensemble P(ALL)"] == pytest.approx(expected["ensemble"], abs=1e-6)
+    assert at.get("download_button"), "the table can be downloaded as CSV"
+    per_model = at.dataframe[1].value
+    assert list(per_model["Model"]) == ["VGG16", "EfficientNetB0"]
+    assert "of 2 models" in texts(at.markdown) and "Uncertainty" in texts(at.markdown)
+
+    # Each model's Grad-CAM overlay for each classified image.
+    overlays = [c for c in captions(at) if c.startswith(("VGG16: evidence for", "EfficientNetB0: evidence for"))]
+    assert len(overlays) == 2 * 2
+
+    # No heatmaps when switched off; the next upload works.
+    at.selectbox(key="cam").set_value("off").run()
+    assert not any("evidence for" in c for c in captions(at))
+    at.file_uploader(key="upload").set_value(("again.png", png(Image.open(cell_path)), "image/png")).run()
+    assert not at.exception and not at.error and len(at.metric) == 1
+
+
+def test_gallery_page_shows_one_cell_across_models_and_one_model_across_cells(study):
+    at = open_app("gradcam")
+    assert f"{GALLERY_CELLS} validation cells" in texts(at.caption)
+    # One cell, every model: the cell and one overlay per model.
+    shown = captions(at)
+    assert "the cell" in shown
+    assert sum(c.startswith(("VGG16:", "EfficientNetB0:")) for c in shown) == 2
+
+    at.radio(key="gallery_mode").set_value("One model, many cells").run()
+    assert not at.exception
+    assert sum("P(ALL)" in c for c in captions(at)) == GALLERY_CELLS
+
+    at.selectbox(key="gallery_class").set_value("HEM").run()
+    hem = [c for c in captions(at) if "P(ALL)" in c]
+    assert hem and all(c.startswith("true HEM") for c in hem)
+    at.selectbox(key="gallery_outcome").set_value("wrong").run()
+    wrong = [c for c in captions(at) if "P(ALL)" in c]
+    assert all("(wrong)" in c for c in wrong) or "No cell of the gallery" in texts(at.info)
+    assert len(at.dataframe[0].value) == 2  # the sanity table: one row per model
+
+
+def test_gallery_page_without_a_gallery_says_how_to_make_one(tiny_study, tmp_path, monkeypatch):
+    root, name = tiny_study
+    shutil.copytree(Path(root) / name, tmp_path / name)
+    shutil.rmtree(tmp_path / name / "gallery")
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))
+    at = open_app("gradcam")
+    assert "no Grad-CAM gallery yet" in texts(at.info)

@@ -1,0 +1,166 @@
+"""Killed runs resume, changed data is noticed, broken or hostile artifacts are named, paths stay inside."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cnmc_core.store import StoreError, StudyStore, list_studies, remove_stale_temp_files
+
+from .conftest import ROOT, write_cell
+from .test_cli import cli
+
+ARGS = ("--weights", "none", "--input-size", "75", "--epochs", "2", "--preset", "paper_std")
+
+
+def _start(args, progress: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnmc_core", *map(str, args), "--progress-file", str(progress)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def _wait_for(progress: Path, predicate, proc, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before the moment to interrupt it: {proc.stderr.read()[-1500:]}")
+        try:
+            info = json.loads(progress.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if predicate(info):
+            return info
+        time.sleep(0.02)
+    pytest.fail("timed out waiting for the run to reach the moment to interrupt it")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_features_then_rerun_finishes_without_redoing(demo_data, tmp_path):
+    art = tmp_path / "art"
+    args = ["train", "--data", demo_data, "--artifacts", art, "--study", "k", "--models", "efficientnet_b0,resnet50", *ARGS,
+            "--feature-batch-size", "8"]
+    proc = _start(args, tmp_path / "p.json")
+    _wait_for(tmp_path / "p.json", lambda i: i.get("model") == "resnet50" and i.get("stage") == "features"
+              and i.get("split") == "train" and 16 <= i.get("done", 0) < i.get("total", 0), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    study = art / "k"
+    assert (study / "models" / "efficientnet_b0" / "metrics.json").is_file()
+    assert not (study / "models" / "resnet50" / "metrics.json").exists()  # never a half model as a result
+    done_before = time.time()
+
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "already complete, skipped: efficientnet_b0" in r.stdout
+    # Only the images not cached before the kill are computed again.
+    line = next(l for l in r.stderr.splitlines() if l.startswith("computing features of"))
+    computed, total = int(line.split()[3]), int(line.split()[5])
+    assert 0 < computed < total
+    assert json.loads((study / "study.json").read_text())["status"] == "complete"
+    assert (study / "models" / "efficientnet_b0" / "model.keras").stat().st_mtime < done_before  # not retrained
+    hidden = [p for p in study.rglob("*") if p.name.startswith(".")]
+    assert hidden == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(demo_data, tmp_path):
+    args = ["train", "--data", demo_data, "--artifacts", tmp_path / "art", "--study", "c", "--models", "resnet50", *ARGS,
+            "--feature-batch-size", "8"]
+    proc = _start(args, tmp_path / "p.json")
+    _wait_for(tmp_path / "p.json", lambda i: i.get("stage") == "features" and i.get("done", 0) >= 8, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_changed_data_is_detected_and_stale_features_never_reused(demo_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    args = ["train", "--data", data, "--artifacts", tmp_path / "art", "--study", "d", "--models", "efficientnet_b0", *ARGS]
+    assert cli(*args).returncode == 0
+    edited = next(data.glob("training_data/fold_0/all/*.bmp"))
+    write_cell(edited, value=250, side=450, radius=150)  # an edited file: same name, new content
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "the data changed since this study last ran" in r.stdout
+    assert "computing features of 1 of" in r.stderr  # just the edited image; the rest from the cache
+
+
+def test_symlinked_study_outside_the_root_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "study.json").write_text(json.dumps({"created": "x", "config": {"models": []}}))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "evil").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(StoreError, match="outside the artifacts root"):
+        StudyStore(root, "evil")
+    entry = next(s for s in list_studies(root) if s["name"] == "evil")
+    assert "outside the artifacts root" in entry["problem"]
+    r = cli("predict", "--study", "evil", "--artifacts", root, "x.bmp")
+    assert r.returncode == 2 and "outside the artifacts root" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["../up", "/etc", "a/b", ".hidden", "", "x" * 81, "..", "a\\b"])
+def test_study_names_cannot_escape(name, tmp_path):
+    with pytest.raises(StoreError):
+        StudyStore(tmp_path, name)
+
+
+def test_a_model_file_that_would_run_code_is_refused(tmp_path):
+    import keras
+
+    from cnmc_core.models import load_classifier
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Lambda(lambda x: x * 2)(inp))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with pytest.raises(ValueError, match="refused: it holds code"):
+        load_classifier(path)
+
+
+def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / "models" / "vgg16" / f".metrics.json.{dead}.abc.tmp"
+    live = tmp_path / f".split.csv.{os.getppid()}.abc.tmp"  # a running process's file is left alone
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half")
+    live.write_text("in progress")
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert not stale.exists() and live.exists()
+
+
+@pytest.mark.slow
+def test_broken_artifacts_are_named_and_the_rest_still_works(tiny_study, tmp_path, demo_data):
+    root, name = tiny_study
+    copy = tmp_path / "root"
+    shutil.copytree(root / name, copy / name)
+    store = StudyStore(copy, name)
+    model = store.model_file("vgg16", "model.keras")
+    model.write_bytes(model.read_bytes()[:1000])  # truncated
+    r = cli("predict", "--study", name, "--artifacts", copy, next(demo_data.glob("training_data/fold_0/all/*.bmp")))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result["predictions"]) == {"efficientnet_b0"}
+    assert "vgg16" in r.stderr and "vgg16" in json.dumps(result.get("unavailable", {}))
+
+    store.model_file("efficientnet_b0", "metrics.json").write_text("{not json")
+    entry = next(s for s in list_studies(copy) if s["name"] == name)
+    assert not entry["complete"] and "efficientnet_b0" not in entry["models"]
+    r = cli("studies", "--artifacts", copy)
+    assert "incomplete" in r.stdout
+    (copy / name / "study.json").unlink()
+    assert "no study.json" in cli("studies", "--artifacts", copy).stdout
