@@ -161,22 +161,24 @@ def test_cached_feature_training_agrees_with_ordinary_fit(demo_data, tmp_path):
 
 
 def test_standardised_head_folds_back_into_the_papers_dense_layer():
+    """Features at 1e-5 (as random-weight bases give): the paper's head cannot learn from them in
+    15 epochs at 1e-3, the standardised one can, and it still is the paper's Dense(2)."""
     rng = np.random.default_rng(0)
-    n, dim = 80, 16
+    n, dim = 400, 256
     y = rng.integers(0, 2, n)
-    feats = (rng.normal(0, 1, (n, 2, dim)) + y[:, None, None] * 0.8) * 1e-5 + 3e-5  # tiny, like random bases
-    val = (rng.normal(0, 1, (40, dim)) + np.repeat([0, 1], 20)[:, None] * 0.8) * 1e-5 + 3e-5
-    y_val = np.repeat([0, 1], 20)
+    feats = (rng.normal(0, 1, (n, 2, dim)) + y[:, None, None] * 0.25) * 1e-5 + 3e-5
+    y_val = np.repeat([0, 1], 100)
+    val = (rng.normal(0, 1, (200, dim)) + y_val[:, None] * 0.25) * 1e-5 + 3e-5
     paper = train_head(feats, y, val, y_val, from_preset("paper", weights="none", epochs=15))
     std = train_head(feats, y, val, y_val, from_preset("paper_std", weights="none", epochs=15))
 
     def auc(head):
         return classification_metrics(y_val, p_all(1 / (1 + np.exp(-(val @ head.kernel + head.bias)))))["roc_auc"]
 
-    assert auc(std) > 0.85  # learns from features at 1e-5 scale
+    assert auc(std) > 0.75  # learns (0.79 here), with the scaling folded into raw-feature weights
+    assert auc(paper) < 0.6  # learns nothing (0.48 here): the logits barely move at this scale
     assert std.kernel.shape == (dim, 2) and std.bias.shape == (2,)  # still the paper's Dense(2)
-    assert isinstance(paper.history, pd.DataFrame) and list(paper.history.columns) == [
-        "epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert list(paper.history.columns[:5]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
 
 
 def test_iter_batches_keeps_order_and_shape(demo_data):
