@@ -164,3 +164,37 @@ def test_broken_artifacts_are_named_and_the_rest_still_works(tiny_study, tmp_pat
     assert "incomplete" in r.stdout
     (copy / name / "study.json").unlink()
     assert "no study.json" in cli("studies", "--artifacts", copy).stdout
+
+
+@pytest.mark.slow
+def test_disk_full_mid_study_is_one_line_and_leaves_no_corrupt_study(demo_data, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from cnmc_core import cli, store
+
+    real_atomic_write = store._atomic_write
+
+    def full_disk(path, write):
+        if path.name != "predictions.csv":
+            return real_atomic_write(path, write)
+
+        def half_then_full(f):  # some bytes reach the temp file, then the disk is full
+            f.write("path,subject,label,prob_all\n")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        return real_atomic_write(path, half_then_full)
+
+    monkeypatch.setattr(store, "_atomic_write", full_disk)
+    art = tmp_path / "art"
+    args = ["train", "--data", str(demo_data), "--artifacts", str(art), "--study", "full", "--models", "efficientnet_b0", *ARGS]
+    assert cli.main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "No space left on device" in err[0]
+    study = art / "full"
+    assert json.loads((study / "study.json").read_text())["status"] == "running"  # still valid JSON
+    assert not (study / "models" / "efficientnet_b0" / "metrics.json").exists()  # not marked complete
+    assert [p for p in study.rglob("*") if p.name.startswith(".")] == []  # no temp file left behind
+
+    monkeypatch.setattr(store, "_atomic_write", real_atomic_write)  # space again: the same command finishes
+    assert cli.main(args) == 0
+    assert json.loads((study / "study.json").read_text())["status"] == "complete"
