@@ -88,7 +88,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(black, rgba).convert("RGB")
     img.load()
-    return img.convert("RGB")
+    # `img` is already a copy (exif_transpose made it), so an RGB frame needs no second one.
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def resize_frame(img: Image.Image, size: int) -> np.ndarray:
