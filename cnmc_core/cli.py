@@ -416,7 +416,12 @@ class _ProgressPrinter:
                 self.bar_key = key
             self.bar.n = info["done"]
             self.bar.refresh()
-        elif stage in ("head", "save", "done"):
+        elif stage == "finetune":
+            self._close_bar()
+            tqdm.write(f"  fine-tuning the top block: epoch {info['epoch']} of at most {info['epochs']}", file=sys.stderr)
+        elif stage == "evaluate":
+            tqdm.write("  evaluating the fine-tuned model on images", file=sys.stderr)
+        elif stage in ("head", "save", "statistics", "gallery", "done"):
             self._close_bar()
         self._write(info)
 
