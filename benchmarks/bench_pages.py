@@ -60,14 +60,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(artifacts: str | Path, port: int | None = None, timeout: float = 60.0):
-    """`streamlit run app.py` against `artifacts` on a free port; yields the base URL, stops it after."""
+def server(artifacts: str | Path, port: int | None = None, timeout: float = 60.0, launcher: tuple[str, ...] = ("-m", "streamlit")):
+    """`streamlit run app.py` on 127.0.0.1 against `artifacts`; yields (url, process, log path), stops it after.
+
+    `launcher` is what follows the Python executable to reach Streamlit's CLI (load_users.py
+    passes a `-c` script that also turns on the library's INFO logging).
+    """
     port = port or free_port()
     env = {**os.environ, "CNMC_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1"}
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"streamlit-{port}.log", "wb")
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"streamlit-{port}.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        [sys.executable, *launcher, "run", "app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -75,7 +80,7 @@ def serve(artifacts: str | Path, port: int | None = None, timeout: float = 60.0)
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log_path}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.status == 200:
@@ -83,9 +88,9 @@ def serve(artifacts: str | Path, port: int | None = None, timeout: float = 60.0)
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s; see {log.name}")
+                raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s; see {log_path}")
             time.sleep(0.3)
-        yield url
+        yield url, proc, log_path
     finally:
         proc.terminate()
         try:
@@ -93,6 +98,13 @@ def serve(artifacts: str | Path, port: int | None = None, timeout: float = 60.0)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def serve(artifacts: str | Path, port: int | None = None, timeout: float = 60.0):
+    """`streamlit run app.py` against `artifacts` on a free port; yields the base URL."""
+    with server(artifacts, port, timeout) as (url, _, _):
+        yield url
 
 
 @contextlib.contextmanager

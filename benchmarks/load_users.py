@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import re
-import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_pages import CHROMIUM, CHROMIUM_ARGS, RENDERED_JS, free_port  # noqa: E402
+from benchmarks.bench_pages import CHROMIUM, CHROMIUM_ARGS, RENDERED_JS, server  # noqa: E402
 
 MAX_SESSIONS = 32
 LOAD_LINE = "loaded the models of study"  # what Predictor.load logs once per load
@@ -109,41 +106,9 @@ def pick_cells(artifacts: str, study: str, n: int) -> list[tuple[Path, dict]]:
     return [(c, predictor.predict(c.read_bytes(), name=c.name)) for c in cells]
 
 
-@contextlib.contextmanager
 def serve(artifacts: str, timeout: float = 60.0):
-    """One `streamlit run app.py` on 127.0.0.1; yields (url, process, log path)."""
-    port = free_port()
-    env = {**os.environ, "CNMC_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1"}
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"streamlit-load-{port}.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, "run", "app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s; see {log_path}")
-            time.sleep(0.3)
-        yield url, proc, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    """One `streamlit run app.py` on 127.0.0.1 with the library's log lines on; yields (url, process, log path)."""
+    return server(artifacts, timeout=timeout, launcher=("-c", SERVER))
 
 
 async def _one(page, cell: Path, session: Session, go: asyncio.Event, timeout_ms: float) -> None:
