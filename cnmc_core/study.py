@@ -253,6 +253,5 @@ def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, trai
         "%s: accuracy %.3f, AUC %s (%s val images)", spec.name, metrics["accuracy"],
         f"{metrics['roc_auc']:.3f}" if metrics["roc_auc"] is not None else "n/a", len(val),
     )
-    del classifier, features, train_feats, val_feats
     gc.collect()
 

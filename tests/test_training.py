@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cnmc_core import synthetic
