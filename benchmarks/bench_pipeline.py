@@ -5,7 +5,9 @@ resize, preprocess, forward pass of image and mirror, cache write) against the b
 of the same model on the same number of tensors already in memory, same batch size. The ratio
 should be at least 0.90 on the CPU.
 
-    python benchmarks/bench_pipeline.py [--models all] [--input-size 96] [--images 192]
+    python benchmarks/bench_pipeline.py [--models all] [--input-size 96|native] [--images 192]
+
+`--input-size native` runs each model at its own size (224 or 299 px), as a real study does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="all")
-    ap.add_argument("--input-size", type=int, default=96)
+    ap.add_argument("--input-size", default="96", help="pixels, or native (each model's own size)")
     ap.add_argument("--images", type=int, default=192)
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
@@ -46,13 +48,14 @@ def main() -> None:
         sha1s = [f"{i:040x}" for i in range(len(paths))]  # distinct keys; content hashing is the scan's job
         n = len(paths)
         print(f"{n} images of 450x450 BMP -> {args.input_size} px, batch {args.batch_size}, image + mirror per image, {os.cpu_count()} cores")
-        print(f"{'model':<16}{'ours img/s':>12}{'bare img/s':>12}{'ratio':>8}")
+        print(f"{'model':<16}{'size':>5}{'ours img/s':>12}{'bare img/s':>12}{'ratio':>8}")
         for key in parse_model_list(args.models):
             spec = get_spec(key)
+            size = spec.input_size if args.input_size == "native" else int(args.input_size)
             keras.utils.clear_session()
-            fm = feature_model(build_classifier(spec, args.input_size, "none"))
+            fm = feature_model(build_classifier(spec, size, "none"))
             # Bare: the same forward passes (image + mirror batches) on tensors already in memory.
-            x = preprocess(np.concatenate(list(iter_batches(paths, args.input_size, 64))), spec.preprocess)
+            x = preprocess(np.concatenate(list(iter_batches(paths, size, 64))), spec.preprocess)
             fm.predict_on_batch(np.concatenate([x[: args.batch_size]] * 2))  # warm up both batch shapes
             last = n % args.batch_size
             if last:
@@ -62,11 +65,11 @@ def main() -> None:
                 b = x[i:i + args.batch_size]
                 fm.predict_on_batch(np.concatenate([b, b[:, :, ::-1]]))
             bare = n / (time.perf_counter() - t)
-            cache = FeatureCache(Path(tmp) / "cache", key, "bench", args.input_size)
+            cache = FeatureCache(Path(tmp) / "cache", key, "bench", size)
             t = time.perf_counter()
-            extract(fm, spec.preprocess, args.input_size, paths, sha1s, 2, cache, args.batch_size)
+            extract(fm, spec.preprocess, size, paths, sha1s, 2, cache, args.batch_size)
             ours = n / (time.perf_counter() - t)
-            print(f"{key:<16}{ours:>12.1f}{bare:>12.1f}{ours / bare:>8.2f}")
+            print(f"{key:<16}{size:>5}{ours:>12.1f}{bare:>12.1f}{ours / bare:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Written with Keras APIs only, so it runs on whichever backend Keras has (TensorF
 uses it, or JAX where only JAX is installed: `KERAS_BACKEND=jax`). Prints one line per model and
 a JSON summary; `--tiny` runs a small setting on the CPU in seconds (what the tests use).
 
-    python benchmarks/device_check.py [--models all] [--images 256] [--batch-size 64] [--epochs 10] [--tiny]
+    python benchmarks/device_check.py [--models all] [--images 256] [--batch-size 64] [--epochs 10] [--input-size N] [--tiny]
 """
 
 from __future__ import annotations
@@ -19,20 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def mixed_policy() -> str:
-    """bfloat16 where the accelerator does it well (and on CPUs), float16 on older NVIDIA GPUs."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (8, 0))
-            return "mixed_bfloat16" if cc >= (8, 0) else "mixed_float16"
-    return "mixed_bfloat16"
 
 
 def throughput(model, x, batch_size: int, repeats: int = 2) -> float:
@@ -52,12 +38,14 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--input-size", type=int, help="one input side for every model (default: each model's native size)")
     ap.add_argument("--tiny", action="store_true", help="small inputs and few images: a CPU smoke run")
     args = ap.parse_args()
 
     import keras
     import numpy as np
 
+    from cnmc_core.compute import mixed_policy
     from cnmc_core.images import preprocess
     from cnmc_core.models import build_classifier, feature_model
     from cnmc_core.registry import get_spec, parse_model_list
@@ -70,7 +58,7 @@ def main() -> None:
     summary = {}
     for key in parse_model_list(args.models):
         spec = get_spec(key)
-        size = spec.min_input_size if args.tiny else spec.input_size
+        size = spec.min_input_size if args.tiny else args.input_size or spec.input_size
         images = rng.integers(0, 256, (args.images, size, size, 3), dtype=np.uint8)
         x = preprocess(images, spec.preprocess)
         y = np.eye(2, dtype="float32")[rng.integers(0, 2, args.images)]
@@ -94,6 +82,7 @@ def main() -> None:
                 ordinary = time.perf_counter() - t
                 # Cached: features of image and mirror once, then the head alone each epoch.
                 fm = feature_model(clf)
+                row["xla"] = float(bool(fm.jit_compile))  # Keras's own choice ("auto"): 1 = XLA-compiled
                 fm.predict_on_batch(np.concatenate([x[: args.batch_size]] * 2))  # compile outside the timing
                 head = keras.Sequential([keras.Input((fm.output_shape[-1],)), keras.layers.Dropout(0.5), keras.layers.Dense(2, activation="sigmoid")])
                 head.compile(optimizer=keras.optimizers.Adamax(1e-3), loss="binary_crossentropy")

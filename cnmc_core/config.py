@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from .compute import DISTRIBUTE_MODES, PRECISIONS, XLA_MODES
 from .registry import MODELS, check_input_size, get_spec
 
 
@@ -31,7 +32,7 @@ class StudyConfig:
     val_fold: int = 2  # with split=folds: this fold is validation
     val_fraction: float = 0.2  # with split=random: share of each class's subjects in validation
     seed: int = 42  # model init, head init, flips, dropout, random split
-    feature_batch_size: int = 32  # images per forward pass when caching features (speed only)
+    feature_batch_size: int = 32  # images per decoded batch when caching features; a forward pass holds twice as many (speed only)
     # 1 = as is, 2 = + horizontal mirror (the paper's flips), 8 = the four 90-degree rotations, each
     # also mirrored (cells have no orientation): the views `flip` draws from and `tta` averages over
     orientations: int = 2
@@ -47,6 +48,11 @@ class StudyConfig:
     finetune: bool = False  # after the head, train the registry's top block of the base too (BatchNorm stays frozen)
     finetune_epochs: int = 5  # upper bound for the fine-tuning stage (early stopping with `patience` too)
     finetune_learning_rate: float = 1e-4  # Adamax, for the fine-tuning stage (the head stage keeps `learning_rate`)
+    # How the forward passes run (`compute.py`): float32 | mixed (bfloat16/float16 compute for the
+    # frozen base's features and fine-tuning; the head and the saved classifier stay float32)
+    precision: str = "float32"
+    xla: str = "auto"  # auto (Keras's choice: on with one GPU, off on CPU) | on | off (speed only)
+    distribute: str = "auto"  # auto (MirroredStrategy with 2+ GPUs) | none | mirrored (speed only, except fine-tuning's global batch)
 
     def size_for(self, key: str) -> int:
         return self.input_size or get_spec(key).input_size
@@ -76,6 +82,9 @@ class StudyConfig:
             raise ValueError(f"finetune_epochs must be at least 1; got {self.finetune_epochs}")
         if not 0 < self.finetune_learning_rate < 1:
             raise ValueError(f"finetune_learning_rate must be in (0, 1); got {self.finetune_learning_rate}")
+        for name, allowed in (("precision", PRECISIONS), ("xla", XLA_MODES), ("distribute", DISTRIBUTE_MODES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -108,7 +117,7 @@ THRESHOLDS = ("fixed", "train")
 # hashed at all without fine-tuning (they change nothing then).
 _LATER_FIELDS = {
     "orientations": 2, "color_jitter": 0.0, "class_weight": False, "tta": False, "threshold": "fixed",
-    "finetune": False, "finetune_epochs": 5, "finetune_learning_rate": 1e-4,
+    "finetune": False, "finetune_epochs": 5, "finetune_learning_rate": 1e-4, "precision": "float32",
 }
 _FINETUNE_ONLY = ("color_jitter", "finetune_epochs", "finetune_learning_rate")
 
@@ -149,11 +158,16 @@ def from_preset(preset: str = "paper", **overrides) -> StudyConfig:
     return StudyConfig(preset=preset, **values).validate()
 
 
-def model_config_hash(config: StudyConfig, key: str, data_fingerprint: str) -> str:
-    """What a model's results depend on: every result-relevant field, its input size and the data."""
+def model_config_hash(config: StudyConfig, key: str, data_fingerprint: str, replicas: int = 1) -> str:
+    """What a model's results depend on: every result-relevant field, its input size and the data.
+
+    `replicas` (of a tf.distribute strategy) counts only for fine-tuning, whose global batch it scales.
+    """
     d = config.to_dict()
-    for speed_only in ("models", "feature_batch_size", "preset"):
+    for speed_only in ("models", "feature_batch_size", "preset", "xla", "distribute"):
         d.pop(speed_only)
+    if config.finetune and replicas > 1:
+        d["replicas"] = replicas
     for name, default in _LATER_FIELDS.items():
         if d[name] == default or (name in _FINETUNE_ONLY and not config.finetune):
             d.pop(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -106,9 +107,15 @@ def _folds(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("fold_*") if p.is_dir() and any((p / c).is_dir() for c in ("all", "hem")))
 
 
-def scan(data_dir: str | Path, workers: int = 8) -> Scan:
-    """Find, label and check every image under a C-NMC folder. Never modifies the folder."""
+def scan(data_dir: str | Path, workers: int = 8, cache_dir: Path | None = None) -> Scan:
+    """Find, label and check every image under a C-NMC folder. Never modifies the folder.
+
+    Checking a file means reading it (its sha1) and decoding it. With `cache_dir`, the results of
+    the last scan of this folder are kept there, and a file whose size and modification time are
+    unchanged is not read again (as make and rsync decide); any other file is checked afresh.
+    """
     root, layout = find_root(data_dir)
+    cache = _ScanCache(cache_dir, root) if cache_dir is not None else None
     result = Scan(root=root, layout=layout)
     train_dir = {"kaggle": root / "training_data", "tcia": root / "C-NMC_training_data", "folds": root}[layout]
     files: list[tuple[Path, ImageRecord]] = []
@@ -147,6 +154,11 @@ def scan(data_dir: str | Path, workers: int = 8) -> Scan:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             rec.reason = f"not an image file ({path.suffix or 'no extension'})"
             return rec
+        known = cache.lookup(rec.path, path) if cache else None
+        if known is not None and (known[1] is not None or rec.reason):
+            rec.sha1 = known[0]
+            rec.reason = rec.reason or known[1]
+            return rec
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -154,15 +166,21 @@ def scan(data_dir: str | Path, workers: int = 8) -> Scan:
             return rec
         rec.sha1 = hashlib.sha1(data).hexdigest()
         if rec.reason:
+            if cache:
+                cache.remember(rec.path, rec.sha1, None)
             return rec
         try:
             open_image(data)
         except ImageError as e:
             rec.reason = str(e).split(": ", 1)[-1]
+        if cache:
+            cache.remember(rec.path, rec.sha1, rec.reason)
         return rec
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         result.records = list(pool.map(check, files))
+    if cache:
+        cache.save()
 
     for label in (ALL, HEM):
         if not any(r.label == label and r.group.startswith("fold") for r in result.usable):
@@ -175,6 +193,60 @@ def scan(data_dir: str | Path, workers: int = 8) -> Scan:
         root, layout, len(result.usable), len(result.excluded),
     )
     return result
+
+
+class _ScanCache:
+    """What the last scan of one folder found per file: {path: [size, mtime_ns, sha1, decode problem]}.
+
+    The decode problem is "" (decodes fine), a reason, or None (not decoded: its name was already
+    a reason). One JSON file per folder, named by the folder's resolved path, replaced atomically.
+    """
+
+    VERSION = 1
+
+    def __init__(self, cache_dir: Path, root: Path):
+        key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+        self.file = Path(cache_dir) / f"{key}.json"
+        self.old: dict[str, list] = {}
+        self.new: dict[str, list] = {}
+        self.stats: dict[str, tuple[int, int] | None] = {}  # taken before reading, so a later change is seen next time
+        try:
+            saved = json.loads(self.file.read_text(encoding="utf-8"))
+            if saved.get("version") == self.VERSION and saved.get("root") == str(root.resolve()):
+                self.old = saved["files"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            self.old = {}  # missing or unreadable: every file is checked
+        self.root = str(root.resolve())
+
+    @staticmethod
+    def _stat(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def lookup(self, rel: str, path: Path) -> tuple[str, str | None] | None:
+        """(sha1, decode problem) when `path` is unchanged since it was last checked; else None."""
+        entry, stat = self.old.get(rel), self._stat(path)
+        self.stats[rel] = stat
+        if not entry or stat is None or tuple(entry[:2]) != stat:
+            return None
+        self.new[rel] = entry
+        return entry[2], entry[3]
+
+    def remember(self, rel: str, sha1: str, problem: str | None) -> None:
+        stat = self.stats.get(rel)
+        if stat is not None:
+            self.new[rel] = [*stat, sha1, problem]
+
+    def save(self) -> None:
+        from .store import write_json  # atomic
+
+        try:
+            write_json(self.file, {"version": self.VERSION, "root": self.root, "files": self.new})
+        except OSError as e:  # a cache: the scan's results stand without it
+            log.warning("scan cache not saved (%s)", e.strerror or e)
 
 
 def _rel(root: Path, p: Path) -> str:

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -78,13 +79,18 @@ def gradcam_layer(classifier, layer_name: str):
     return layer
 
 
-def log_odds_score(sign: float):
-    """tf-keras-vis score: sign * log(s_ALL / s_HEM) per image, from the (batch, 2) sigmoid output [HEM, ALL]."""
+def log_odds_score(sign: float | Sequence[float] | np.ndarray):
+    """tf-keras-vis score: sign * log(s_ALL / s_HEM) per image, from the (batch, 2) sigmoid output [HEM, ALL].
+
+    `sign`: +1 (evidence for ALL) or -1 (for HEM), one for the whole batch or one per image, shape (batch,).
+    """
     import tensorflow as tf
+
+    signs = np.asarray(sign, dtype=np.float32)
 
     def score(output):
         s = tf.maximum(output, 1e-30)
-        return sign * (tf.math.log(s[:, 1]) - tf.math.log(s[:, 0]))
+        return tf.cast(signs, s.dtype) * (tf.math.log(s[:, 1]) - tf.math.log(s[:, 0]))
 
     return score
 
@@ -146,24 +152,62 @@ class Explainer:
             self._visualisers[method] = cls(self.classifier, clone=False)  # no model modifier: used as is
         return self._visualisers[method]
 
-    def layer_map(self, x: np.ndarray, method: str = "gradcam", target_all: bool = True) -> np.ndarray:
-        """Preprocessed input (1, size, size, 3) -> float32 (h, w) in [0, 1] on the layer's grid."""
+    def layer_map(self, x: np.ndarray, method: str = "gradcam", target_all: bool | Sequence[bool] = True) -> np.ndarray:
+        """Preprocessed inputs (n, size, size, 3) -> float32 (n, h, w), each in [0, 1], on the layer's grid.
+
+        `target_all`: whose evidence to show, for the whole batch or per image ((n,) bools): ALL if true, else HEM.
+        """
+        n = len(x)
+        targets = np.asarray(target_all, dtype=bool)
+        if targets.shape not in ((), (n,)):
+            raise ValueError(f"target_all must be one bool or {n} of them (one per image); got shape {targets.shape}")
+        signs = np.where(np.broadcast_to(targets, (n,)), 1.0, -1.0)
         kwargs = {"penultimate_layer": self.layer, "seek_penultimate_conv_layer": False, "expand_cam": False,
                   "normalize_cam": False}
-        if method == "scorecam":
-            kwargs.update(max_N=min(SCORECAM_CHANNELS, self.channels), batch_size=16)
+        visualiser = self._visualiser(method)
         with _quiet_keras():
-            cam = self._visualiser(method)(log_odds_score(1.0 if target_all else -1.0), x, **kwargs)
-        # ReLU (done by tf-keras-vis), then divided by the maximum, as in the keras-io example. Not the
-        # library's min-max normalisation: its epsilon flattens maps of tiny magnitude (random bases).
-        cam = np.maximum(np.nan_to_num(np.asarray(cam, dtype=np.float64)[0]), 0.0)
-        peak = float(cam.max())
-        return (cam / peak if peak > 0 else cam).astype(np.float32)
+            if method == "scorecam":
+                # One image at a time: on a batch, tf-keras-vis masks every image with the union of each
+                # image's top channels, so an image's map would depend on the others in its batch.
+                kwargs.update(max_N=min(SCORECAM_CHANNELS, self.channels), batch_size=16)
+                cam = np.concatenate([visualiser(log_odds_score(signs[i:i + 1]), x[i:i + 1], **kwargs) for i in range(n)])
+            else:
+                cam = visualiser(log_odds_score(signs), x, **kwargs)
+        # ReLU (done by tf-keras-vis), then each map divided by its own maximum, as in the keras-io example.
+        # Not the library's min-max normalisation: its epsilon flattens maps of tiny magnitude (random bases).
+        cam = np.maximum(np.nan_to_num(np.asarray(cam, dtype=np.float64)), 0.0)
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0).astype(np.float32)
 
-    def p_all(self, x: np.ndarray) -> float:
+    def p_all(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed inputs (n, size, size, 3) -> the model's P(ALL), float (n,)."""
         from .models import p_all
 
-        return float(p_all(np.asarray(self.classifier.predict_on_batch(x)))[0])
+        return p_all(self.classifier.predict_on_batch(x))
+
+    def explain_batch(
+        self, imgs: Sequence[Image.Image], method: str = "gradcam", target: str = "predicted",
+        p_alls: Sequence[float] | None = None, threshold: float = 0.5, out_size: tuple[int, int] | None = None,
+    ) -> list[Explanation]:
+        """Heatmaps of decoded RGB images, explained as one batch, each resized to `out_size` (width, height;
+        default its own image's size). Each is what `explain` gives for its image alone.
+
+        `p_alls` (if known, one per image) and `threshold` decide each predicted class for target "predicted".
+        """
+        check_method(method)
+        check_target(target)
+        if p_alls is not None and len(p_alls) != len(imgs):
+            raise ValueError(f"p_alls must give one P(ALL) per image: {len(imgs)} images, got {len(p_alls)}")
+        if not imgs:
+            return []
+        x = preprocess(np.stack([resize_frame(img, self.size) for img in imgs]), self.preprocess_mode)
+        probs = self.p_all(x) if p_alls is None else np.asarray(p_alls, dtype=np.float64)
+        targets_all = (probs >= threshold) | (target == "all")
+        cams = self.layer_map(x, method, targets_all)
+        return [
+            Explanation(to_image_size(cam, out_size or img.size), float(p), "ALL" if t else "HEM", method, self.layer)
+            for img, cam, p, t in zip(imgs, cams, probs, targets_all)
+        ]
 
     def explain(
         self, img: Image.Image, method: str = "gradcam", target: str = "predicted",
@@ -173,15 +217,7 @@ class Explainer:
 
         `p_all` (if known) and `threshold` decide the predicted class for target "predicted".
         """
-        check_method(method)
-        check_target(target)
-        x = preprocess(resize_frame(img, self.size)[None], self.preprocess_mode)
-        if p_all is None:
-            p_all = self.p_all(x)
-        target_all = target == "all" or p_all >= threshold
-        cam = self.layer_map(x, method, target_all)
-        heatmap = to_image_size(cam, out_size or img.size)
-        return Explanation(heatmap, float(p_all), "ALL" if target_all else "HEM", method, self.layer)
+        return self.explain_batch([img], method, target, None if p_all is None else [p_all], threshold, out_size)[0]
 
 
 def to_image_size(layer_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -396,10 +432,10 @@ def build_gallery(
         threshold = float(metrics.get("threshold", 0.5))
         probs = store.read_predictions(key).set_index("path")["prob_all"]
         explainer = Explainer.for_model((load or _load_model(store))(key), key)
+        p_alls = [float(probs[cell["path"]]) for cell in cells]
+        explained = explainer.explain_batch([images[c["id"]] for c in cells], method, target, p_alls, threshold)
         masses = []
-        for cell in cells:
-            p = float(probs[cell["path"]])
-            e = explainer.explain(images[cell["id"]], method, target, p_all=p, threshold=threshold)
+        for cell, p, e in zip(cells, p_alls, explained):
             heatmaps[(key, cell["id"])] = (e.heatmap * 255).round().astype(np.uint8)
             focus = cell_focus(e.heatmap, images[cell["id"]])
             masses.append(focus["mass_on_cell"])
@@ -529,14 +565,16 @@ def load_gallery(root: str | Path | None, name: str) -> Gallery | None:
     return Gallery.load(StudyStore(root, name))
 
 
-def build_study_explanations(store: StudyStore) -> None:
+def build_study_explanations(store: StudyStore, in_memory: dict | None = None) -> None:
     """At the end of a study: the Grad-CAM gallery and the out-of-distribution reference.
 
-    Both are extras: a failure is logged in one line and never fails the study.
+    Both are extras: a failure is logged in one line and never fails the study. `in_memory`:
+    classifiers still in memory, by key, exactly as saved (the study passes the one it trained
+    last, saving a load from disk).
     """
     from .predict import build_reference
 
-    loaded: dict = {}  # each model is loaded once for both (loading costs more than the work here)
+    loaded: dict = dict(in_memory or {})  # each model is loaded once for both (loading costs more than the work here)
 
     def load(key: str):
         if key not in loaded:

@@ -8,23 +8,25 @@ Views, in a fixed order (`orient`): view v is the image rotated by 90 degrees x 
 mirrored left-right if v is odd. So view 0 is the image, view 1 its mirror (the paper's flip), and
 views 0-7 are the eight symmetries of the square (a cell has no orientation).
 
-Cache layout: `<cache>/<model>-<base sha1[:16]>-<size>px/<image sha1[:2]>/<image sha1>.npy`, each
-file an array (views, features) float32 holding views 0, 1, ... in that order; a file with fewer
-views than asked is computed again with all of them. The key is the model, the exact base
-weights, the input size and the image's content, so a changed file or other weights can never
-pick up stale features. Files are written atomically (temp + rename): a killed run leaves only
-complete files, and a rerun computes only what is missing.
+Cache layout: `<cache>/<model>-<base sha1[:16]>-<size>px-v1[-<mixed policy>]/<sha1[:2]>/<sha1>.npy`,
+each file an array (views, features) float32 holding views 0, 1, ... in that order; a file with
+fewer views than asked is computed again with all of them. The key is the model, the exact base
+weights, the input size, the precision and the image's content, so a changed file or other
+weights can never pick up stale features. Files are written atomically (temp + rename): a killed
+run leaves only complete files, and a rerun computes only what is missing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .compute import forward
 from .images import iter_batches, preprocess
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,10 @@ def orient(batch: np.ndarray, view: int) -> np.ndarray:
 
 
 class FeatureCache:
-    def __init__(self, root: Path, model_key: str, base_sha1: str, input_size: int):
-        self.dir = Path(root) / f"{model_key}-{base_sha1[:16]}-{input_size}px-{CACHE_VERSION}"
+    def __init__(self, root: Path, model_key: str, base_sha1: str, input_size: int, policy: str = "float32"):
+        # `policy`: the Keras dtype policy the base computed under; mixed-precision features are kept apart.
+        suffix = "" if policy == "float32" else f"-{policy}"
+        self.dir = Path(root) / f"{model_key}-{base_sha1[:16]}-{input_size}px-{CACHE_VERSION}{suffix}"
 
     def path(self, sha1: str) -> Path:
         return self.dir / sha1[:2] / f"{sha1}.npy"
@@ -58,6 +62,11 @@ class FeatureCache:
         tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, feats.astype(np.float32), allow_pickle=False)
         os.replace(tmp, p)
+
+
+def _put_all(cache: FeatureCache, items: list[tuple[str, np.ndarray]]) -> None:
+    for sha1, feats in items:
+        cache.put(sha1, feats)
 
 
 def extract(
@@ -89,23 +98,37 @@ def extract(
         progress(done, n)
     if todo:
         log.info("computing features of %d of %d images (%d cached)", len(todo), n, done)
-    batches = iter_batches([paths[i] for i in todo], input_size, batch_size)
-    for start, batch in zip(range(0, len(todo), batch_size), batches):
-        # batch: uint8 (b, size, size, 3). Views go two at a time into one forward pass of 2b
-        # images (a view and its mirror), so views 0 and 1 are computed as they always were.
-        parts = []
-        for first in range(0, views, 2):
-            x = np.concatenate([orient(batch, v) for v in range(first, min(first + 2, views))])
-            parts.append(np.asarray(feature_model.predict_on_batch(preprocess(x, preprocess_mode))))
-        f = np.concatenate(parts)  # (views * b, features), view-major
-        b = len(batch)
-        for j, i in enumerate(todo[start:start + b]):
-            feats = f[j::b]  # (views, features)
-            cache.put(sha1s[i], feats)
-            out[i] = feats
-        done += b
-        if progress:
-            progress(done, n)
+    # Every forward pass has the same shape, 2 x batch_size images, so the model is traced once
+    # (tracing a large model costs about as much as a few batches): a view and its mirror of
+    # `batch_size` images, or with one view `2 x batch_size` images. The last batch is padded
+    # with copies of its first image, whose outputs are dropped. (An odd number of views above
+    # one would add a second shape; studies use 1, 2 or 8.)
+    per_pass = min(views, 2)
+    decode_size = 2 * batch_size // per_pass
+    batches = iter_batches([paths[i] for i in todo], input_size, decode_size)
+    # Cache files are written by one thread of their own while the next batch runs through the model.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writes: list[Future] = []
+        for start, batch in zip(range(0, len(todo), decode_size), batches):
+            b = len(batch)  # uint8 (b, size, size, 3)
+            if b < decode_size:
+                batch = np.concatenate([batch, np.repeat(batch[:1], decode_size - b, axis=0)])
+            parts = []
+            for first in range(0, views, 2):
+                x = np.concatenate([orient(batch, v) for v in range(first, min(first + 2, views))])
+                parts.append(forward(feature_model, preprocess(x, preprocess_mode)))
+            f = np.concatenate(parts)  # (views * decode_size, features), view-major
+            chunk = todo[start:start + b]
+            for j, i in enumerate(chunk):
+                out[i] = f[j::decode_size]  # (views, features)
+            writes.append(writer.submit(_put_all, cache, [(sha1s[i], out[i]) for i in chunk]))
+            while writes and writes[0].done():
+                writes.pop(0).result()  # a failed write (disk full) stops the run here
+            done += b
+            if progress:
+                progress(done, n)
+        for w in writes:
+            w.result()
     for i in range(n):
         if out[i] is None:  # a duplicate of an image computed above
             out[i] = out[first_of[sha1s[i]]]

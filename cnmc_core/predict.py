@@ -259,7 +259,8 @@ def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> 
     """
     import keras
 
-    from .models import HEAD_POOL, load_classifier
+    from .features import FeatureCache
+    from .models import HEAD_POOL, base_fingerprint, load_classifier
 
     info = store.read_study()
     split = store.read_split()
@@ -272,10 +273,11 @@ def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> 
     for _, group in train.groupby("label"):
         picked.extend(group.index[rng.permutation(len(group))[:per_class]])
     data_root = Path(info["data"]["path"])
-    images = []
+    images, sha1s = [], []
     for i in picked:
         try:
             images.append(open_image(data_root / train.loc[i, "path"]))
+            sha1s.append(str(train.loc[i, "sha1"]))
         except (OSError, ValueError) as e:
             log.warning("reference: skipped %s (%s)", train.loc[i, "path"], e)
     if not images:
@@ -287,13 +289,20 @@ def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> 
         if key not in MODELS or not store.model_complete(key):
             continue
         model = load(key) if load else load_classifier(store.model_file(key, "model.keras"))
-        pooled = keras.Model(model.input, model.get_layer(HEAD_POOL).output)
         size = int(model.input_shape[1])
-        batch = np.stack([resize_frame(img, size) for img in images])
-        f = np.concatenate([
-            np.asarray(pooled.predict_on_batch(preprocess(batch[i:i + 32], get_spec(key).preprocess)))
-            for i in range(0, len(batch), 32)
-        ]).astype(np.float64)
+        # The study cached these features (view 0) unless fine-tuning changed the base since.
+        cache = FeatureCache(store.feature_cache_root, key, base_fingerprint(model), size)
+        cached = [cache.get(s, 1) for s in sha1s]
+        if all(c is not None for c in cached):
+            f = np.concatenate(cached).astype(np.float64)
+        else:
+            pooled = keras.Model(model.input, model.get_layer(HEAD_POOL).output)
+            batch = np.stack([resize_frame(img, size) for img in images])
+            f = np.concatenate([
+                np.asarray(pooled.predict_on_batch(preprocess(batch[i:i + 32], get_spec(key).preprocess)))
+                for i in range(0, len(batch), 32)
+            ]).astype(np.float64)
+            del pooled
         mean = f.mean(axis=0)
         spread = f.std(axis=0)
         scale = np.maximum(spread, SCALE_FLOOR * max(float(np.median(spread)), 1e-12))
@@ -304,7 +313,7 @@ def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> 
             "mean": mean.astype(np.float32), "scale": scale.astype(np.float32), "limit": np.float64(limit),
             "config_hash": np.str_(store.read_metrics(key).get("config_hash", "")),
         }
-        del model, pooled
+        del model
     store.write_references(image_ref, features)
     log.info("out-of-distribution reference: %d training frames, %d models", len(images), len(features))
     return image_ref

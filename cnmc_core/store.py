@@ -13,6 +13,7 @@
     <root>/<study>/reference/images.json      image statistics of training cells (out-of-distribution check)
     <root>/<study>/reference/<key>.npz        pooled-feature mean, scale and distance threshold of model <key>
     <root>/.cache/features/...                features shared by all studies (features.py)
+    <root>/.cache/scan/<folder key>.json      checksums of the last scan of each data folder (dataset.py)
 
 The root is the `--artifacts` argument, else $CNMC_ARTIFACTS, else ./artifacts.
 """
@@ -165,6 +166,10 @@ class StudyStore:
     def feature_cache_root(self) -> Path:
         return self.root / ".cache" / "features"
 
+    @property
+    def scan_cache_root(self) -> Path:
+        return self.root / ".cache" / "scan"
+
     def model_dir(self, key: str) -> Path:
         return self.dir / "models" / key
 
@@ -238,7 +243,7 @@ class StudyStore:
         return read_json(self.study_json)
 
     def read_split(self) -> pd.DataFrame:
-        return pd.read_csv(self.split_csv, dtype={"subject": str}, keep_default_na=False)
+        return pd.read_csv(self.split_csv, dtype={"subject": str, "sha1": str}, keep_default_na=False)
 
     def read_metrics(self, key: str) -> dict:
         return read_json(self.model_file(key, "metrics.json"))

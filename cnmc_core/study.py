@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, compute
 from .analysis import analyse_study
 from .config import StudyConfig, model_config_hash
 from .dataset import scan as scan_dataset
@@ -94,7 +94,7 @@ def run_study(
     emit = progress or (lambda info: None)
 
     emit({"stage": "scan", "message": f"scanning {data_dir}"})
-    scan = scan_dataset(data_dir)
+    scan = scan_dataset(data_dir, cache_dir=store.scan_cache_root)
     mode, assignments = assign(scan, config.split, config.val_fold, config.val_fraction, config.seed)
     split = pd.DataFrame(
         [
@@ -104,6 +104,7 @@ def run_study(
         ]
     )
     fingerprint = scan.fingerprint()
+    strategy = compute.make_strategy(config.distribute)
     result = StudyResult(store=store, excluded=int((split["split"] == "excluded").sum()))
 
     previous = None
@@ -133,6 +134,8 @@ def run_study(
         },
         "versions": _versions(),
         "devices": _devices(),
+        "compute": {"dtype_policy": compute.policy_name(config.precision), "xla": config.xla,
+                    "replicas": compute.replicas(strategy)},
         "seed": config.seed,
         "models": list(config.models),
     }
@@ -141,20 +144,27 @@ def run_study(
 
     train = split[split["split"] == "train"].reset_index(drop=True)
     val = split[split["split"] == "val"].reset_index(drop=True)
+    last = None  # the classifier trained last
     for i, key in enumerate(config.models):
-        config_hash = model_config_hash(config, key, fingerprint)
+        config_hash = model_config_hash(config, key, fingerprint, compute.replicas(strategy))
         if store.model_complete(key, config_hash):
             result.skipped.append(key)
             emit({"stage": "skip", "model": key, "index": i, "count": len(config.models)})
             continue
         emit({"stage": "model", "model": key, "index": i, "count": len(config.models)})
-        _train_one(key, config, config_hash, scan.root, train, val, store, lambda d: emit({**d, "model": key, "index": i, "count": len(config.models)}))
+        last = None  # the previous model goes before the next is built: one model in memory at a time
+        last = _train_one(key, config, config_hash, scan.root, train, val, store, strategy,
+                          lambda d: emit({**d, "model": key, "index": i, "count": len(config.models)}))
         result.trained.append(key)
 
     emit({"stage": "statistics"})
     analyse_study(store)
     emit({"stage": "gallery"})
-    build_study_explanations(store)  # Grad-CAM gallery + out-of-distribution reference; never fails the study
+    # Grad-CAM gallery + out-of-distribution reference; never fails the study. The model trained
+    # last is still in memory (unless built under a tf.distribute strategy: loaded plainly instead).
+    in_memory = {result.trained[-1]: last} if result.trained and strategy is None else None
+    last = None
+    build_study_explanations(store, in_memory)
 
     info.update(status="complete", updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_study(info)
@@ -162,7 +172,11 @@ def run_study(
     return result
 
 
-def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, train: pd.DataFrame, val: pd.DataFrame, store: StudyStore, emit: Progress) -> None:
+def _train_one(
+    key, config: StudyConfig, config_hash: str, data_root: Path, train: pd.DataFrame, val: pd.DataFrame,
+    store: StudyStore, strategy, emit: Progress,
+):
+    """Train, evaluate and save model `key`; returns its classifier (float32, as saved)."""
     import keras
 
     from . import training
@@ -171,12 +185,20 @@ def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, trai
 
     spec = get_spec(key)
     size = config.size_for(key)
-    keras.utils.clear_session()
+    keras.utils.clear_session()  # (this also resets the dtype policy to float32)
     keras.utils.set_random_seed(config.seed)
     t0 = time.perf_counter()
-    classifier = build_classifier(spec, size, config.weights, config.dropout)
-    features = feature_model(classifier)
-    cache = FeatureCache(store.feature_cache_root, key, base_fingerprint(classifier), size)
+    policy = compute.policy_name(config.precision)
+    replicas = compute.replicas(strategy)
+    with compute.scope(strategy):
+        classifier = build_classifier(spec, size, config.weights, config.dropout)
+        # What runs the base: the classifier, or with mixed precision its twin (the saved one stays float32).
+        runner = classifier if policy == "float32" else compute.mixed_twin(
+            classifier, lambda: build_classifier(spec, size, "none", config.dropout), policy)
+        features = feature_model(runner)
+    compute.set_xla(features, config.xla)
+    cache = FeatureCache(store.feature_cache_root, key, base_fingerprint(classifier), size, policy)
+    batch = config.feature_batch_size * replicas
 
     def paths(frame):
         return [data_root / p for p in frame["path"]]
@@ -191,11 +213,11 @@ def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, trai
     t1 = time.perf_counter()
     train_feats = extract(
         features, spec.preprocess, size, paths(train), list(train["sha1"]), train_views, cache,
-        config.feature_batch_size, lambda d, n: emit({"stage": "features", "split": "train", "done": d, "total": n}),
+        batch, lambda d, n: emit({"stage": "features", "split": "train", "done": d, "total": n}),
     )
     val_feats = extract(
         features, spec.preprocess, size, paths(val), list(val["sha1"]), val_views, cache,
-        config.feature_batch_size, lambda d, n: emit({"stage": "features", "split": "val", "done": d, "total": n}),
+        batch, lambda d, n: emit({"stage": "features", "split": "val", "done": d, "total": n}),
     )  # (m, val_views, features)
     t2 = time.perf_counter()
     emit({"stage": "head"})
@@ -208,17 +230,25 @@ def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, trai
 
     tuned_best = 0  # the fine-tuning epoch kept; 0 = the base is still the one the features came from
     if config.finetune:
-        tuned, tuned_best = training.finetune(
-            classifier, head, spec.finetune_from, spec.preprocess, size, paths(train), y_train, paths(val), y_val, config,
-            on_epoch=lambda e: emit({"stage": "finetune", "epoch": e, "epochs": config.finetune_epochs}),
-        )
+        if runner is not classifier:
+            training.install_head(runner, head)
+        with compute.scope(strategy):
+            tuned, tuned_best = training.finetune(
+                runner, head, spec.finetune_from, spec.preprocess, size, paths(train), y_train, paths(val), y_val, config,
+                on_epoch=lambda e: emit({"stage": "finetune", "epoch": e, "epochs": config.finetune_epochs}),
+                replicas=replicas,
+            )
+        if runner is not classifier:  # the mixed twin's weights (float32 variables) into the float32 classifier
+            classifier.set_weights(runner.get_weights())
         tuned["epoch"] += len(history)
         history = pd.concat([history.assign(stage="head"), tuned.assign(stage="finetune")], ignore_index=True)
         best_epoch = len(head.history) + tuned_best if tuned_best else best_epoch
     if tuned_best:
         emit({"stage": "evaluate"})
-        val_probs = training.predict_views(classifier, paths(val), size, spec.preprocess, eval_views, config.feature_batch_size)
-        train_probs = (training.predict_views(classifier, paths(train), size, spec.preprocess, eval_views, config.feature_batch_size)
+        # The saved (float32) classifier itself is evaluated, whatever precision fine-tuned it.
+        compute.set_xla(classifier, config.xla)
+        val_probs = training.predict_views(classifier, paths(val), size, spec.preprocess, eval_views, batch)
+        train_probs = (training.predict_views(classifier, paths(train), size, spec.preprocess, eval_views, batch)
                        if fit_threshold else None)
     else:
         val_probs = training.head_probabilities(val_feats[:, :eval_views], head)  # (m, eval_views)
@@ -243,6 +273,7 @@ def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, trai
             "n_train": int(len(train)),
             "n_val": int(len(val)),
             "seconds": seconds,
+            "compute": {"dtype_policy": policy, "xla": config.xla, "replicas": replicas},
             "config_hash": config_hash,
         }
     )
@@ -253,5 +284,7 @@ def _train_one(key, config: StudyConfig, config_hash: str, data_root: Path, trai
         "%s: accuracy %.3f, AUC %s (%s val images)", spec.name, metrics["accuracy"],
         f"{metrics['roc_auc']:.3f}" if metrics["roc_auc"] is not None else "n/a", len(val),
     )
+    del runner, features
     gc.collect()
+    return classifier
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
+from .compute import forward, jit_compile
 from .config import StudyConfig
 from .features import orient
 from .images import iter_batches, load_for_model, preprocess
@@ -61,6 +62,7 @@ def _compile(model, config: StudyConfig, learning_rate: float | None = None) -> 
         optimizer=keras.optimizers.Adamax(learning_rate=learning_rate or config.learning_rate),
         loss="binary_crossentropy",
         metrics=["accuracy"],
+        jit_compile=jit_compile(config.xla),
     )
 
 
@@ -334,9 +336,12 @@ def _trainer(classifier, head: HeadResult, dropout: float):
 def finetune(
     classifier, head: HeadResult, first_layer: str, preprocess_mode: str, size: int,
     train_paths: Sequence[str | Path], train_labels: np.ndarray, val_paths: Sequence[str | Path], val_labels: np.ndarray,
-    config: StudyConfig, on_epoch: Callable[[int], None] | None = None,
+    config: StudyConfig, on_epoch: Callable[[int], None] | None = None, replicas: int = 1,
 ) -> tuple[pd.DataFrame, int]:
     """Train `first_layer` onwards (and the head) on images at `finetune_learning_rate`, then refreeze.
+
+    Call it under the strategy's scope (`compute.scope`) when there is one: each of the
+    `replicas` takes `batch_size` images, so the global batch is `batch_size x replicas`.
 
     `head` is the head stage's result, installed in `classifier`: fine-tuning continues from it
     with the same input scaling and dropout (see `_trainer`).
@@ -355,9 +360,10 @@ def finetune(
     _compile(model, config, config.finetune_learning_rate)
     views = config.orientations if config.flip else 1
     weights = class_weights(train_labels) if config.class_weight else None
-    train = ImageEpochs(train_paths, train_labels, size, preprocess_mode, config.batch_size, config.seed,
+    batch = config.batch_size * replicas
+    train = ImageEpochs(train_paths, train_labels, size, preprocess_mode, batch, config.seed,
                         augment=True, views=views, jitter=config.color_jitter, weights=weights)
-    val = ImageEpochs(val_paths, val_labels, size, preprocess_mode, config.batch_size)
+    val = ImageEpochs(val_paths, val_labels, size, preprocess_mode, batch)
     start_weights = model.get_weights()
     start_loss = float(model.evaluate(val, verbose=0, return_dict=True)["loss"])
     callbacks = _callbacks(config)
@@ -385,7 +391,6 @@ def predict_views(
     """
     out = []
     for batch in iter_batches(paths, size, batch_size):
-        per_view = [p_all(np.asarray(classifier.predict_on_batch(preprocess(orient(batch, v), preprocess_mode))))
-                    for v in range(views)]
+        per_view = [p_all(forward(classifier, preprocess(orient(batch, v), preprocess_mode))) for v in range(views)]
         out.append(np.stack(per_view, axis=1))
     return np.concatenate(out) if out else np.zeros((0, views))

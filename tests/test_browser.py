@@ -73,6 +73,11 @@ def test_confusion_matrix_switches_to_row_normalised_and_stays(page):
     wait_rendered(page)
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Confusion matrices").click()
     wait_rendered(page)
+    # The chart draws after the page reports rendered; wait for it (times out, failing, if it shows counts).
+    page.wait_for_function(
+        "() => { const c = document.querySelector('[data-testid=\"stPlotlyChart\"]'); return c && c.innerText.includes('%'); }",
+        timeout=15000,
+    )
     assert "%" in page.locator('[data-testid="stPlotlyChart"]').first.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -141,6 +142,37 @@ def test_fingerprint_changes_when_a_file_changes(kaggle_dir):
     f = kaggle_dir / "C-NMC_Leukemia" / "training_data" / "fold_0" / "all" / "UID_1_1_1_all.bmp"
     write_cell(f, value=200)
     assert scan(kaggle_dir).fingerprint() != before
+
+
+def test_a_rescan_reads_only_the_files_that_changed_and_reports_them_afresh(kaggle_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "scan-cache"
+    fold = kaggle_dir / "C-NMC_Leukemia" / "training_data" / "fold_0"
+    (fold / "all" / "UID_1_7_1_all.bmp").write_bytes(b"this is not a bitmap at all")  # corrupt from the start
+    (fold / "all" / "Thumbs.db").write_bytes(b"junk")
+    first = scan(kaggle_dir, cache_dir=cache)
+    read = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or real_read(self))
+
+    again = scan(kaggle_dir, cache_dir=cache)
+    assert read == []  # nothing changed: nothing read or decoded
+    assert again.fingerprint() == first.fingerprint()
+    assert [(r.path, r.sha1, r.reason) for r in again.records] == [(r.path, r.sha1, r.reason) for r in first.records]
+
+    victim = fold / "all" / "UID_1_1_1_all.bmp"
+    data = real_read(victim)
+    victim.write_bytes(data[: len(data) // 3])  # truncated: another size
+    same_size = fold / "hem" / "UID_H1_1_1_hem.bmp"
+    before = same_size.stat()
+    write_cell(same_size, value=200)  # new pixels, same size, a later modification time:
+    os.utime(same_size, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))  # (not within one clock tick)
+    assert same_size.stat().st_size == before.st_size
+    third = scan(kaggle_dir, cache_dir=cache)
+    assert sorted(read) == sorted([victim.name, same_size.name])
+    reasons = {Path(r.path).name: r.reason for r in third.records}
+    assert "truncated" in reasons[victim.name] or "decoded" in reasons[victim.name]
+    assert reasons[same_size.name] == "" and "not an image" in reasons["UID_1_7_1_all.bmp"]
+    assert third.fingerprint() == scan(kaggle_dir).fingerprint() != first.fingerprint()  # as a scan without cache
 
 
 def test_scanning_never_writes_to_the_data_folder(kaggle_dir):

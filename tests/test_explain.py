@@ -111,6 +111,58 @@ def test_the_target_sign_shows_evidence_for_the_chosen_class():
         explainer.explain(img, method="lime")
 
 
+# --- a batch is explained as each image alone ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def resnet_explainer():
+    """ResNet50 at 75 px with random weights: maps of both signs, each with its own peak."""
+    import keras
+
+    from cnmc_core.models import build_classifier
+
+    keras.utils.set_random_seed(0)
+    return Explainer.for_model(build_classifier(MODELS["resnet50"], 75, weights="none"), "resnet50")
+
+
+# Different cells (place, size, frame shape) and mixed targets: ALL, HEM, ALL, HEM at the threshold 0.5.
+BATCH_CELLS = [((80, 80), (40, 40), 20), ((90, 60), (25, 30), 14), ((80, 80), (55, 30), 24), ((70, 90), (30, 60), 10)]
+BATCH_P_ALL = [0.9, 0.2, 0.7, 0.1]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_a_batch_gets_the_heatmaps_and_targets_each_image_gets_alone(resnet_explainer, method, monkeypatch):
+    monkeypatch.setattr(explain, "SCORECAM_CHANNELS", 8)  # faster; still a choice among ResNet's 2048 channels
+    imgs = [disc_image(w, h, centre, r) for (w, h), centre, r in BATCH_CELLS]
+    batch = resnet_explainer.explain_batch(imgs, method, "predicted", BATCH_P_ALL, threshold=0.5)
+    alone = [resnet_explainer.explain(img, method, "predicted", p_all=p, threshold=0.5) for img, p in zip(imgs, BATCH_P_ALL)]
+    assert [e.target for e in batch] == ["ALL", "HEM", "ALL", "HEM"] == [e.target for e in alone]
+    assert [e.p_all for e in batch] == BATCH_P_ALL
+    for img, b, a in zip(imgs, batch, alone):
+        assert b.heatmap.shape == (img.height, img.width) and b.heatmap.dtype == np.float32
+        np.testing.assert_allclose(b.heatmap, a.heatmap, atol=1e-4)
+        assert b.empty == a.empty
+
+    # On the layer's grid, each map has its own sign and its own maximum; and these inputs would show a
+    # sign shared by the batch (an image's HEM map is not its ALL map) or a shared maximum (two non-empty maps).
+    from cnmc_core.images import preprocess, resize_frame
+
+    x = preprocess(np.stack([resize_frame(img, resnet_explainer.size) for img in imgs]), resnet_explainer.preprocess_mode)
+    maps = resnet_explainer.layer_map(x, method, [True, False, True, False])
+    assert maps.ndim == 3 and len(maps) == 4 and maps.dtype == np.float32
+    assert np.abs(maps - resnet_explainer.layer_map(x, method, True)).max() > 0.01  # 100x the tolerance
+    peaks = maps.max(axis=(1, 2))
+    assert np.count_nonzero(peaks) >= 2 and np.allclose(peaks[peaks > 0], 1.0)
+    with pytest.raises(ValueError, match="target_all must be one bool or 4 of them"):
+        resnet_explainer.layer_map(x, method, [True, False])
+
+
+def test_explain_batch_refuses_a_p_all_count_that_does_not_match_the_images():
+    explainer = Explainer(cell_detector(), "cells", "none")
+    imgs = [disc_image(64, 64, (32, 32), 14)] * 2
+    with pytest.raises(ValueError, match="p_alls must give one P\\(ALL\\) per image: 2 images, got 1"):
+        explainer.explain_batch(imgs, p_alls=[0.5])
+    assert explainer.explain_batch([]) == []
+
+
 def test_to_image_size_spans_the_whole_frame():
     layer_map = np.zeros((4, 4), np.float32)
     layer_map[0, 3] = 1.0  # top-right grid cell
@@ -186,6 +238,34 @@ def test_trained_study_gallery_is_cached_with_both_classes_and_the_studys_number
     assert len(gallery.select(label="ALL")) + len(gallery.select(label="HEM")) == len(cells)
     shown = gallery.overlay(cells[0]["id"], "vgg16", opacity=0.0)
     assert np.array_equal(np.asarray(shown), np.asarray(gallery.image(cells[0]["id"])))  # opacity 0: the cell itself
+
+
+@pytest.mark.slow
+def test_a_rebuilt_gallery_holds_what_each_cell_explained_alone_gives(study, tmp_path):
+    """build_gallery explains all cells of a model in one batch: the same heatmaps, targets and masses."""
+    from cnmc_core.models import load_classifier
+
+    shutil.copytree(study.dir, tmp_path / "copy")
+    copy = StudyStore(tmp_path, "copy")
+    models = {k: load_classifier(copy.model_file(k, "model.keras")) for k in TINY_MODELS}
+    index = explain.build_gallery(copy, force=True, load=models.__getitem__)
+    gallery = Gallery.load(copy)
+    assert gallery.index == index and len(gallery.cells) == explain.GALLERY_CELLS
+    for key in TINY_MODELS:
+        explainer = Explainer.for_model(models[key], key)
+        threshold = index["models"][key]["threshold"]
+        targets = set()
+        for cell in gallery.cells:
+            entry = cell["models"][key]
+            alone = explainer.explain(gallery.image(cell["id"]), p_all=entry["p_all"], threshold=threshold)
+            targets.add(entry["target"])
+            assert entry["target"] == alone.target == ("ALL" if entry["p_all"] >= threshold else "HEM")
+            assert entry["empty"] == alone.empty
+            h = gallery.heatmap(key, cell["id"])
+            assert np.abs(h - alone.heatmap).max() <= 1.5 / 255  # stored as uint8
+            recomputed = cell_focus(alone.heatmap, gallery.image(cell["id"]))["mass_on_cell"]
+            assert entry["mass_on_cell"] == (None if recomputed is None else pytest.approx(recomputed, abs=1e-3))
+        assert targets == {"ALL", "HEM"}, key  # the batch mixed both signs
 
 
 @pytest.mark.slow

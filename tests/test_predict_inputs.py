@@ -256,3 +256,31 @@ def test_predict_command_prints_one_json_line_per_image_with_the_same_numbers(pr
     assert lines[0]["ood"]["warning"] is False
     assert lines[1]["error"].startswith("8000x8000 pixels is too large") and "refused before decoding" in lines[1]["error"]
     assert "Traceback" not in r.stderr
+
+
+def test_the_reference_reuses_the_studys_cached_features_and_matches_a_fresh_forward_pass(tiny_study, tmp_path, monkeypatch):
+    import shutil
+
+    import keras
+
+    from cnmc_core.models import load_classifier
+    from cnmc_core.predict import build_reference
+    from cnmc_core.store import read_npz
+
+    store = StudyStore(*tiny_study)
+    # A copy of the study without the feature cache: the reference has to run the models.
+    shutil.copytree(store.dir, tmp_path / "tiny")
+    fresh_store = StudyStore(tmp_path, "tiny")
+    build_reference(fresh_store)
+    # The study itself: every model loaded first, then no new Keras model may be built (no forward pass).
+    models = {k: load_classifier(store.model_file(k, "model.keras")) for k in TINY_MODELS}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the reference ran a model although the features were cached")
+
+    monkeypatch.setattr(keras, "Model", no_model)
+    build_reference(store, load=models.__getitem__)
+    for key in TINY_MODELS:
+        cached, fresh = read_npz(store.feature_reference(key)), read_npz(fresh_store.feature_reference(key))
+        np.testing.assert_allclose(cached["mean"], fresh["mean"], rtol=1e-4, atol=1e-6 * float(np.abs(fresh["mean"]).max()))
+        np.testing.assert_allclose(cached["scale"], fresh["scale"], rtol=1e-3, atol=1e-6 * float(np.abs(fresh["scale"]).max()))

@@ -86,8 +86,10 @@ def test_cached_features_are_exactly_the_base_on_image_and_mirror(demo_data, tmp
     cache = FeatureCache(tmp_path, "resnet50", base_fingerprint(clf), 64)
     paths = [root / r.path for r in train[:6]]
     sha1s = [r.sha1 for r in train[:6]]
-    feats = extract(fm, spec.preprocess, 64, paths, sha1s, 2, cache, batch_size=4)
+    passes = []
+    feats = extract(_Counting(fm, passes), spec.preprocess, 64, paths, sha1s, 2, cache, batch_size=4)
     assert feats.shape == (6, 2, spec.features)
+    assert passes == [4, 4]  # image + mirror of 4 images, the last batch padded: one shape, traced once
     images = np.stack([load_for_model(p, 64) for p in paths])
     direct = fm.predict_on_batch(preprocess(images, spec.preprocess))
     mirror = fm.predict_on_batch(preprocess(images[:, :, ::-1], spec.preprocess))
@@ -100,8 +102,8 @@ def test_cached_features_are_exactly_the_base_on_image_and_mirror(demo_data, tmp
     again = extract(_Counting(fm, calls), spec.preprocess, 64, paths, sha1s, 2, cache)
     assert calls == [] and np.array_equal(again, feats)
     # An edited image (another sha1) is computed anew, never served stale.
-    extract(_Counting(fm, calls), spec.preprocess, 64, paths[:1], ["0" * 40], 2, cache)
-    assert calls == [1]
+    edited = extract(_Counting(fm, calls), spec.preprocess, 64, paths[:1], ["0" * 40], 2, cache)
+    assert len(calls) == 1 and np.allclose(edited[0], feats[0], rtol=1e-4, atol=1e-4)
 
 
 class _Counting:

@@ -1,0 +1,128 @@
+"""How the forward passes run: precision, XLA and several GPUs. Speed options; the protocol is unchanged.
+
+precision "float32" (default) or "mixed": the frozen base computes in bfloat16 (CPUs, NVIDIA GPUs
+of compute capability 8.0 and later) or float16 (older NVIDIA GPUs), with float32 weights. It
+acts on feature extraction and fine-tuning only: a twin of the classifier under the mixed policy
+shares the classifier's weights by copy; the head is trained in float32, and the classifier saved
+with the study is always float32 (it runs anywhere, and the dashboard predicts in float32).
+Features are cached per precision. `tests/test_compute.py` states the agreement with float32.
+
+xla "auto" (Keras's own choice: XLA on with one GPU, off on CPUs and under tf.distribute), "on" or
+"off": whether the forward passes and fine-tuning steps are XLA-compiled (`jit_compile`).
+
+distribute "auto" (tf.distribute.MirroredStrategy over all GPUs when two or more are visible),
+"none" (the default device) or "mirrored" (MirroredStrategy always: over the GPUs, or over the
+CPU devices when there is no GPU; for testing). Under a strategy each replica takes the configured
+batch, so the global batch is batch x replicas. Models are built under `scope(strategy)`.
+Machines beyond one: docs/protocols.md ("Several machines") shows MultiWorkerMirroredStrategy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+
+PRECISIONS = ("float32", "mixed")
+XLA_MODES = ("auto", "on", "off")
+DISTRIBUTE_MODES = ("auto", "none", "mirrored")
+
+
+def mixed_policy() -> str:
+    """The Keras mixed policy for this machine: bfloat16 on CPUs and recent GPUs, float16 on NVIDIA GPUs before 8.0."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (8, 0))
+            return "mixed_bfloat16" if tuple(cc) >= (8, 0) else "mixed_float16"
+    return "mixed_bfloat16"
+
+
+def policy_name(precision: str) -> str:
+    """"float32" -> "float32"; "mixed" -> mixed_policy()."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return "float32" if precision == "float32" else mixed_policy()
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str) -> Iterator[None]:
+    """Layers built inside compute under `policy` (e.g. "mixed_bfloat16"); float32 again afterwards.
+
+    (keras.utils.clear_session() also resets the policy to float32: set it after clearing.)
+    """
+    import keras
+
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def mixed_twin(classifier, build, policy: str):
+    """The same classifier computing under `policy`, with a copy of `classifier`'s weights.
+
+    `build()` builds the architecture again (random weights: nothing is downloaded or read).
+    """
+    with dtype_policy(policy):
+        twin = build()
+    twin.set_weights(classifier.get_weights())
+    return twin
+
+
+def set_xla(model, xla: str) -> None:
+    """XLA-compile `model`'s forward passes ("on"), not ("off"), or leave it to Keras ("auto")."""
+    if xla not in XLA_MODES:
+        raise ValueError(f"--xla must be one of {', '.join(XLA_MODES)}; got {xla!r}")
+    if xla != "auto":
+        model.jit_compile = xla == "on"
+
+
+def jit_compile(xla: str) -> bool | str:
+    """The `jit_compile` argument of Model.compile for `xla`."""
+    return {"auto": "auto", "on": True, "off": False}[xla]
+
+
+def make_strategy(distribute: str):
+    """A tf.distribute.MirroredStrategy, or None for the default device (see the module docstring)."""
+    if distribute not in DISTRIBUTE_MODES:
+        raise ValueError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}; got {distribute!r}")
+    if distribute == "none":
+        return None
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if distribute == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else None
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def scope(strategy):
+    """strategy.scope(), or a no-op without a strategy."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def replicas(strategy) -> int:
+    return int(strategy.num_replicas_in_sync) if strategy is not None else 1
+
+
+def forward(model, x: np.ndarray) -> np.ndarray:
+    """model(x) in inference mode for one batch, as float32 numpy.
+
+    Under a strategy with several replicas the batch is split between them with `predict`:
+    Keras's `predict_on_batch` would give every replica the whole batch and return it that many
+    times over.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        out = model.predict(x, batch_size=len(x), verbose=0)
+    else:
+        out = model.predict_on_batch(x)
+    return np.asarray(out, dtype=np.float32)
