@@ -249,6 +249,11 @@ def overview(data: StudyData, with_paper: bool = True) -> Overview:
         "Status": str(info.get("status", "?")),
         "Devices": ", ".join(info.get("devices", [])) or "?",
     }
+    run = info.get("compute")  # studies before the speed options ran in float32 on one device
+    if run:
+        replicas = int(run.get("replicas", 1))
+        facts["Compute"] = (f"{run.get('dtype_policy', 'float32')}, XLA {run.get('xla', 'auto')}"
+                            + (f", {replicas} replicas (MirroredStrategy)" if replicas > 1 else ""))
     summary = d.get("summary", {})
     splits = pd.DataFrame(
         [{"Split": s if summary[s].get("ALL", 0) + summary[s].get("HEM", 0) else f"{s} (unlabelled)",

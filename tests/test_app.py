@@ -146,6 +146,7 @@ def test_overview_describes_the_study_and_marks_the_best(study):
     at = open_app()
     facts = texts(at.markdown)
     assert "SYNTHETIC" in facts and "paper_std" in facts and "75 px" in facts
+    assert "float32, XLA auto" in facts  # how it ran (study.json "compute")
     splits = at.dataframe[0].value.set_index("Split")
     summary = json.loads((root / name / "study.json").read_text())["data"]["summary"]
     assert splits.loc["train", "images"] == summary["train"]["images"]

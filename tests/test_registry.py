@@ -146,3 +146,16 @@ def test_models_command_lists_the_registry_as_json():
     assert [r["key"] for r in rows] == list(MODELS)
     eff = next(r for r in rows if r["key"] == "efficientnet_b0")
     assert eff["preprocess"] == "none" and eff["gradcam_layer"] == "top_activation" and eff["input_size"] == 224
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "none"])
+def test_preprocess_gives_bitwise_the_numbers_of_casting_first(mode):
+    """The fast form must not change a single feature (the cache holds features of the old form)."""
+    rng = np.random.default_rng(2)
+    every_value = np.arange(256, dtype=np.uint8)[None, :, None, None].repeat(3, axis=3)
+    for batch in (rng.integers(0, 256, (3, 7, 9, 3), dtype=np.uint8), every_value, every_value[:, ::-1, :, ::-1]):
+        x = batch.astype(np.float32)
+        expected = {"caffe": x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32),
+                    "tf": x / np.float32(127.5) - np.float32(1.0), "none": x}[mode]
+        got = preprocess(batch, mode)
+        assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, expected)
