@@ -40,6 +40,7 @@ def _features(demo_data, key: str, policy: str = "float32", xla: str = "auto", n
     runner = clf if policy == "float32" else compute.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), policy)
     fm = feature_model(runner)
     compute.set_xla(fm, xla)
+    assert fm.jit_compile == {"on": True, "off": False, "auto": fm.jit_compile}[xla]  # not silently dropped by Keras
     paths = sorted(demo_data.glob("training_data/fold_*/*/*.bmp"))[:n]
     cache = FeatureCache(demo_data.parent / f"cache-{key}-{policy}-{xla}", key, "test", SIZE, policy)
     return extract(fm, spec.preprocess, SIZE, paths, [f"{i:040x}" for i in range(n)], 2, cache, batch_size=8), cache
