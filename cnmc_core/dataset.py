@@ -205,18 +205,18 @@ class _ScanCache:
     VERSION = 1
 
     def __init__(self, cache_dir: Path, root: Path):
-        key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-        self.file = Path(cache_dir) / f"{key}.json"
-        self.old: dict[str, list] = {}
-        self.new: dict[str, list] = {}
-        self.stats: dict[str, tuple[int, int] | None] = {}  # taken before reading, so a later change is seen next time
+        self.root = str(root.resolve())
+        self.file = Path(cache_dir) / f"{hashlib.sha1(self.root.encode()).hexdigest()[:16]}.json"
+        self.old: dict[str, list] = {}  # the last scan's entries
+        self.new: dict[str, list] = {}  # this scan's entries
+        # (size, mtime) taken before reading a file, so that a change during the read shows next time
+        self.stats: dict[str, tuple[int, int] | None] = {}
         try:
             saved = json.loads(self.file.read_text(encoding="utf-8"))
-            if saved.get("version") == self.VERSION and saved.get("root") == str(root.resolve()):
+            if saved.get("version") == self.VERSION and saved.get("root") == self.root:
                 self.old = saved["files"]
         except (OSError, ValueError, KeyError, AttributeError):
             self.old = {}  # missing or unreadable: every file is checked
-        self.root = str(root.resolve())
 
     @staticmethod
     def _stat(path: Path) -> tuple[int, int] | None:
@@ -230,8 +230,8 @@ class _ScanCache:
         """(sha1, decode problem) when `path` is unchanged since it was last checked; else None."""
         entry, stat = self.old.get(rel), self._stat(path)
         self.stats[rel] = stat
-        if not entry or stat is None or tuple(entry[:2]) != stat:
-            return None
+        if not isinstance(entry, list) or len(entry) != 4 or stat is None or tuple(entry[:2]) != stat:
+            return None  # new, changed, or an entry that is not ours
         self.new[rel] = entry
         return entry[2], entry[3]
 

@@ -57,9 +57,13 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return (len(labels) / (2.0 * np.maximum(counts, 1)))[labels].astype(np.float32)
 
 
-def _compile(model, config: StudyConfig, learning_rate: float | None = None) -> None:
+def _compile(model, config: StudyConfig, learning_rate: float | None = None, loss_scale: bool = False) -> None:
+    """Adamax, binary cross-entropy, accuracy. `loss_scale`: dynamic loss scaling, which float16
+    layers need against underflowing gradients (Keras adds it itself only to a model whose own
+    policy is mixed_float16; the fine-tuning model's is float32, its base layers' may not be)."""
+    optimizer = keras.optimizers.Adamax(learning_rate=learning_rate or config.learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adamax(learning_rate=learning_rate or config.learning_rate),
+        optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer,
         loss="binary_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile(config.xla),
@@ -357,7 +361,8 @@ def finetune(
     trainable = unfreeze_top(classifier, first_layer)
     log.info("fine-tuning %s from %s: %d trainable weights", classifier.name, first_layer, trainable)
     model, dense, mean, std = _trainer(classifier, head, config.dropout)
-    _compile(model, config, config.finetune_learning_rate)
+    float16 = any(layer.dtype_policy.name == "mixed_float16" for layer in classifier.layers)
+    _compile(model, config, config.finetune_learning_rate, loss_scale=float16)
     views = config.orientations if config.flip else 1
     weights = class_weights(train_labels) if config.class_weight else None
     batch = config.batch_size * replicas

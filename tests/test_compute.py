@@ -170,3 +170,30 @@ def test_mirrored_strategy_over_two_devices_splits_each_batch_and_fine_tunes(dem
     assert r["shape"][:2] == [11, 2]
     assert r["max_diff"] <= 1e-4 * r["scale"]
     assert r["study_replicas"] == 2 and r["n_val"] > 0 and r["epochs_run"] >= 2
+
+
+def test_fine_tuning_float16_layers_scales_the_loss_and_trains(demo_data, monkeypatch):
+    """GPUs before Ampere get float16; Keras adds loss scaling only to a model whose own policy is mixed_float16."""
+    import keras
+
+    from cnmc_core import training
+    from cnmc_core.models import build_classifier
+    from cnmc_core.registry import get_spec
+
+    wrapped = []
+    real = keras.optimizers.LossScaleOptimizer
+    monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", lambda opt: wrapped.append(opt) or real(opt))
+    spec = get_spec("vgg16")
+    paths = sorted(demo_data.glob("training_data/fold_*/all/*.bmp"))[:8] + sorted(demo_data.glob("training_data/fold_*/hem/*.bmp"))[:8]
+    labels = np.array([1] * 8 + [0] * 8)
+    config = from_preset("finetune", models=("vgg16",), weights="none", input_size=SIZE, epochs=2, finetune_epochs=1)
+    keras.utils.clear_session()
+    clf = build_classifier(spec, SIZE, "none")
+    twin = compute.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), "mixed_float16")
+    assert twin.get_layer(spec.finetune_from).compute_dtype == "float16"
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(16, 8, spec.features)).astype(np.float32)
+    head = training.train_head(feats, labels, feats[:, 0], labels, config)
+    training.install_head(twin, head)
+    frame, _ = training.finetune(twin, head, spec.finetune_from, spec.preprocess, SIZE, paths, labels, paths, labels, config)
+    assert len(wrapped) == 1 and np.isfinite(frame["loss"]).all()

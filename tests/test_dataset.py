@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -173,6 +174,14 @@ def test_a_rescan_reads_only_the_files_that_changed_and_reports_them_afresh(kagg
     assert "truncated" in reasons[victim.name] or "decoded" in reasons[victim.name]
     assert reasons[same_size.name] == "" and "not an image" in reasons["UID_1_7_1_all.bmp"]
     assert third.fingerprint() == scan(kaggle_dir).fingerprint() != first.fingerprint()  # as a scan without cache
+
+    # A damaged cache file only means checking every file again.
+    (cache_file,) = cache.glob("*.json")
+    saved = json.loads(cache_file.read_text())
+    for damaged in ("{not json", json.dumps({**saved, "files": {path: entry[:2] for path, entry in saved["files"].items()}})):
+        cache_file.write_text(damaged)
+        read.clear()
+        assert scan(kaggle_dir, cache_dir=cache).fingerprint() == third.fingerprint() and len(read) > 10
 
 
 def test_scanning_never_writes_to_the_data_folder(kaggle_dir):
