@@ -187,3 +187,24 @@ def test_iter_batches_keeps_order_and_shape(demo_data):
     batches = list(iter_batches(paths, 32, batch_size=3, workers=2))
     assert [len(b) for b in batches] == [3, 3, 1]
     np.testing.assert_array_equal(batches[1][0], load_for_model(paths[3], 32))
+
+
+def test_a_failed_cache_write_stops_feature_extraction(demo_data, tmp_path, monkeypatch):
+    """Cache files are written on their own thread; a write that fails (disk full) must not pass unnoticed."""
+    import errno
+
+    import keras
+
+    root, train, _ = _split_arrays(demo_data)
+    spec = MODELS["efficientnet_b0"]
+    keras.utils.set_random_seed(0)
+    fm = feature_model(build_classifier(spec, 75, "none"))
+    cache = FeatureCache(tmp_path, "efficientnet_b0", "x", 75)
+
+    def full(self, sha1, feats):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FeatureCache, "put", full)
+    with pytest.raises(OSError, match="No space left"):
+        extract(fm, spec.preprocess, 75, [root / r.path for r in train[:6]], [r.sha1 for r in train[:6]], 2, cache, batch_size=2)
+    assert not list(tmp_path.rglob("*.npy"))
