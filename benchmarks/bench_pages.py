@@ -33,7 +33,8 @@ CHROMIUM_ARGS = [
 ]
 PAGES = {  # url path -> title, as app.py lists them ("" is the home page, the Overview)
     "": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
-    "curves": "Curves and calibration", "compare": "Compare", "gradcam": "Grad-CAM gallery", "classify": "Classify a cell",
+    "curves": "Curves and calibration", "compare": "Compare", "gradcam": "Grad-CAM gallery",
+    "classify": "Classify a cell",
     "dataset": "Dataset", "about": "About",
 }
 # True when the page is completely drawn: Streamlit's script run is over, no skeleton placeholder
@@ -60,7 +61,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(artifacts: str | Path, port: int | None = None, timeout: float = 60.0, launcher: tuple[str, ...] = ("-m", "streamlit")):
+def server(artifacts: str | Path, port: int | None = None, timeout: float = 60.0,
+           launcher: tuple[str, ...] = ("-m", "streamlit")):
     """`streamlit run app.py` on 127.0.0.1 against `artifacts`; yields (url, process, log path), stops it after.
 
     `launcher` is what follows the Python executable to reach Streamlit's CLI (load_users.py

@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # The prepared inputs of the bare passes: decoded, resized and preprocessed once, outside the timing.
     img = open_image(content)
-    inputs = {k: preprocess(resize_frame(img, predictor.sizes[k])[None], get_spec(k).preprocess) for k in predictor.models}
+    inputs = {
+        k: preprocess(resize_frame(img, predictor.sizes[k])[None], get_spec(k).preprocess) for k in predictor.models
+    }
     explainers = {k: Explainer.for_model(m, k) for k, m in predictor.models.items()}
     score = log_odds_score(1.0)
 
@@ -83,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     def ours_gradcam():
         predictor.classify(content, name=image.name, cam="gradcam")
 
-    runs = {"bare forward": bare_forward, "predict": ours, "bare Grad-CAM": bare_gradcam, "predict + Grad-CAM": ours_gradcam}
+    runs = {
+        "bare forward": bare_forward, "predict": ours,
+        "bare Grad-CAM": bare_gradcam, "predict + Grad-CAM": ours_gradcam,
+    }
     for fn in runs.values():  # warm-up: graphs traced, tf-keras-vis objects built
         fn()
         fn()

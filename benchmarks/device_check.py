@@ -45,10 +45,10 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from cnmc_core.compute import mixed_policy
     from cnmc_core.images import preprocess
     from cnmc_core.models import build_classifier, feature_model
     from cnmc_core.registry import get_spec, parse_model_list
+    from cnmc_core.runtime import mixed_policy
 
     if args.tiny:
         args.images, args.batch_size, args.epochs = 16, 8, 2

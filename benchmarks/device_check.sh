@@ -6,8 +6,8 @@
 #   bash benchmarks/device_check.sh --tiny     # a CPU smoke run in seconds
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
-[ -x .venv/bin/python ] && PY=.venv/bin/python
+# The interpreter: $PYTHON when set (the tests pass their own), else ./.venv's, else python3.
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no NVIDIA GPU visible"
 export PYTHONUNBUFFERED=1
 exec timeout 450 "$PY" benchmarks/device_check.py "$@"

@@ -92,16 +92,17 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 def pick_cells(artifacts: str, study: str, n: int) -> list[tuple[Path, dict]]:
     """`n` different validation cells of the study with `Predictor`'s result for each (the expected answers)."""
-    from cnmc_core import results
+    from cnmc_core.dashboard import base
     from cnmc_core.predict import Predictor
     from cnmc_core.store import StudyStore
 
-    data = results.load_study(artifacts, study)
+    data = base.load_study(artifacts, study)
     paths = list(data.predictions[data.models[0]]["path"])
     if len(paths) < n:
         raise ValueError(f"--sessions {n}: study {study!r} has only {len(paths)} validation cells")
     step = max(1, len(paths) // n)
-    cells = [Path(data.data_path) / p for p in paths[::step][:n]]
+    data_dir = Path(base.section(data.info, "data").get("path", ""))  # the folder the study was trained from
+    cells = [data_dir / p for p in paths[::step][:n]]
     predictor = Predictor.load(StudyStore(artifacts, study))
     return [(c, predictor.predict(c.read_bytes(), name=c.name)) for c in cells]
 
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{'yes' if s.correct else 'NO'}")
     times = sorted(s.seconds for s in report.sessions if s.seconds is not None)
     if times:
-        print(f"latency: median {times[len(times) // 2]:.1f} s, max {times[-1]:.1f} s; whole run {report.wall_seconds:.0f} s")
+        print(f"latency: median {times[len(times) // 2]:.1f} s, max {times[-1]:.1f} s; "
+              f"whole run {report.wall_seconds:.0f} s")
     for e in report.exceptions:
         print(f"exception shown: {e}")
     print(f"model loads in the server: {report.loads} (expected 1)")

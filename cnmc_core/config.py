@@ -11,8 +11,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from .compute import DISTRIBUTE_MODES, PRECISIONS, XLA_MODES
 from .registry import MODELS, check_input_size, get_spec
+from .runtime import DISTRIBUTE_MODES, PRECISIONS, XLA_MODES
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class StudyConfig:
     val_fold: int = 2  # with split=folds: this fold is validation
     val_fraction: float = 0.2  # with split=random: share of each class's subjects in validation
     seed: int = 42  # model init, head init, flips, dropout, random split
-    feature_batch_size: int = 32  # images per decoded batch when caching features; a forward pass holds twice as many (speed only)
+    # images per decoded batch when caching features; a forward pass holds twice as many (speed only)
+    feature_batch_size: int = 32
     # 1 = as is, 2 = + horizontal mirror (the paper's flips), 8 = the four 90-degree rotations, each
     # also mirrored (cells have no orientation): the views `flip` draws from and `tta` averages over
     orientations: int = 2
@@ -48,16 +49,17 @@ class StudyConfig:
     finetune: bool = False  # after the head, train the registry's top block of the base too (BatchNorm stays frozen)
     finetune_epochs: int = 5  # upper bound for the fine-tuning stage (early stopping with `patience` too)
     finetune_learning_rate: float = 1e-4  # Adamax, for the fine-tuning stage (the head stage keeps `learning_rate`)
-    # How the forward passes run (`compute.py`): float32 | mixed (bfloat16/float16 compute for the
+    # How the forward passes run (`runtime.py`): float32 | mixed (bfloat16/float16 compute for the
     # frozen base's features and fine-tuning; the head and the saved classifier stay float32)
     precision: str = "float32"
     xla: str = "auto"  # auto (Keras's choice: on with one GPU, off on CPU) | on | off (speed only)
-    distribute: str = "auto"  # auto (MirroredStrategy with 2+ GPUs) | none | mirrored (speed only, except fine-tuning's global batch)
+    # auto (MirroredStrategy with 2+ GPUs) | none | mirrored (speed only, except fine-tuning's global batch)
+    distribute: str = "auto"
 
     def size_for(self, key: str) -> int:
         return self.input_size or get_spec(key).input_size
 
-    def validate(self) -> "StudyConfig":
+    def validate(self) -> StudyConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
         for key in self.models:
@@ -67,11 +69,13 @@ class StudyConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
         if self.input_size is not None and self.input_size > 1024:
-            raise ValueError(f"--input-size {self.input_size} is larger than useful (C-NMC frames are 450 px); use 1024 or less")
+            raise ValueError(
+                f"--input-size {self.input_size} is larger than useful (C-NMC frames are 450 px); use 1024 or less")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.orientations not in ORIENTATIONS:
-            raise ValueError(f"orientations must be one of {', '.join(map(str, ORIENTATIONS))}; got {self.orientations!r}")
+            allowed = ", ".join(map(str, ORIENTATIONS))
+            raise ValueError(f"orientations must be one of {allowed}; got {self.orientations!r}")
         if self.threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(THRESHOLDS)}; got {self.threshold!r}")
         if not 0 <= self.color_jitter < 1:

@@ -4,6 +4,10 @@ Three layouts are recognised (DESIGN.md): Kaggle (`training_data/fold_*`), TCIA
 (`C-NMC_training_data/fold_*`, labels CSV inside the prelim folder) and fold-only copies. The
 folder given may be the C-NMC root or any folder above it up to two levels. Every file found is
 listed; unusable ones carry a `reason` and are excluded later, never silently dropped.
+
+A file is read whole only after cheaper checks pass: it lies inside the data folder (a symbolic
+link out of it is listed as excluded, never followed), it is at most `MAX_FILE_BYTES` (50 MB; a
+C-NMC frame is about 600 kB) and its first bytes are those of a BMP, PNG, JPEG or TIFF file.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .disk import write_json
 from .images import ImageError, open_image
 
 log = logging.getLogger(__name__)
@@ -25,6 +30,8 @@ ALL, HEM = 1, 0  # ALL (malignant) is the positive class, as in the challenge's 
 LABEL_NAMES = {ALL: "ALL", HEM: "HEM"}
 IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 IGNORED_NAMES = {"thumbs.db", ".ds_store", "desktop.ini"}
+MAX_FILE_BYTES = 50 * 2**20  # per-file maximum: a larger file is excluded unread
+IMAGE_MAGIC = (b"BM", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")  # BMP, PNG, JPEG, TIFF
 NAME_RE = re.compile(r"^UID_(H?\d+)_(\d+)_(\d+)_(all|hem)\.[a-z]+$", re.IGNORECASE)
 LAYOUTS = (
     "Kaggle: training_data/fold_{0,1,2}/{all,hem}/*.bmp",
@@ -84,7 +91,8 @@ def find_root(data_dir: str | Path) -> tuple[Path, str]:
     if not base.exists():
         raise DatasetError(f"data folder {str(base)!r} does not exist; pass the C-NMC folder with --data")
     if not base.is_dir():
-        raise DatasetError(f"{str(base)!r} is a file; pass the C-NMC folder (the one holding training_data) with --data")
+        raise DatasetError(
+            f"{str(base)!r} is a file; pass the C-NMC folder (the one holding training_data) with --data")
     candidates = [base] + sorted(p for p in base.iterdir() if p.is_dir())
     candidates += sorted(q for p in candidates[1:] for q in p.iterdir() if q.is_dir())
     for root in candidates:
@@ -115,6 +123,7 @@ def scan(data_dir: str | Path, workers: int = 8, cache_dir: Path | None = None) 
     unchanged is not read again (as make and rsync decide); any other file is checked afresh.
     """
     root, layout = find_root(data_dir)
+    real_root = root.resolve()
     cache = _ScanCache(cache_dir, root) if cache_dir is not None else None
     result = Scan(root=root, layout=layout)
     train_dir = {"kaggle": root / "training_data", "tcia": root / "C-NMC_training_data", "folds": root}[layout]
@@ -154,12 +163,21 @@ def scan(data_dir: str | Path, workers: int = 8, cache_dir: Path | None = None) 
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             rec.reason = f"not an image file ({path.suffix or 'no extension'})"
             return rec
+        if not path.resolve().is_relative_to(real_root):
+            rec.reason = "a symbolic link to a file outside the data folder (not followed)"
+            return rec
         known = cache.lookup(rec.path, path) if cache else None
         if known is not None and (known[1] is not None or rec.reason):
             rec.sha1 = known[0]
             rec.reason = rec.reason or known[1]
             return rec
         try:
+            problem = _precheck(path)
+            if problem:
+                rec.reason = rec.reason or problem
+                if cache:
+                    cache.remember(rec.path, "", problem)
+                return rec
             data = path.read_bytes()
         except OSError as e:
             rec.reason = f"unreadable ({e.strerror or e})"
@@ -193,6 +211,19 @@ def scan(data_dir: str | Path, workers: int = 8, cache_dir: Path | None = None) 
         root, layout, len(result.usable), len(result.excluded),
     )
     return result
+
+
+def _precheck(path: Path) -> str:
+    """Why `path` is not worth reading whole ('' when it is): too large, or not an image by its first bytes."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        return f"{size / 2**20:.0f} MB is over the per-file maximum of {MAX_FILE_BYTES // 2**20} MB (not read)"
+    if size:  # (an empty file is read, and named empty by the decoder)
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if not head.startswith(IMAGE_MAGIC):
+            return "not an image file (its first bytes are not those of a BMP, PNG, JPEG or TIFF file)"
+    return ""
 
 
 class _ScanCache:
@@ -241,8 +272,6 @@ class _ScanCache:
             self.new[rel] = [*stat, sha1, problem]
 
     def save(self) -> None:
-        from .store import write_json  # atomic
-
         try:
             write_json(self.file, {"version": self.VERSION, "root": self.root, "files": self.new})
         except OSError as e:  # a cache: the scan's results stand without it
@@ -297,7 +326,8 @@ def _read_prelim_labels(path: Path) -> dict[str, tuple[str, int]]:
         reader = csv.DictReader(f)
         missing = {"Patient_ID", "new_names", "labels"} - set(reader.fieldnames or [])
         if missing:
-            raise DatasetError(f"{path.name} lacks the column(s) {', '.join(sorted(missing))}; expected Patient_ID,new_names,labels")
+            raise DatasetError(
+                f"{path.name} lacks the column(s) {', '.join(sorted(missing))}; expected Patient_ID,new_names,labels")
         for row in reader:
             parsed = parse_name(row["Patient_ID"].strip())
             label = row["labels"].strip()

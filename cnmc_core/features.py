@@ -19,15 +19,15 @@ run leaves only complete files, and a rerun computes only what is missing.
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from .compute import forward
+from .disk import atomic_path
 from .images import iter_batches, preprocess
+from .runtime import forward
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "v1"  # bump when the image pipeline changes in a way that changes features
@@ -57,11 +57,9 @@ class FeatureCache:
         return arr[:views] if arr.ndim == 2 and arr.shape[0] >= views else None
 
     def put(self, sha1: str, feats: np.ndarray) -> None:
-        p = self.path(sha1)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, feats.astype(np.float32), allow_pickle=False)
-        os.replace(tmp, p)
+        # Not fsynced (durable=False): a cache entry lost to a power cut is only computed again.
+        with atomic_path(self.path(sha1), durable=False) as tmp:
+            np.save(tmp, feats.astype(np.float32), allow_pickle=False)
 
 
 def _put_all(cache: FeatureCache, items: list[tuple[str, np.ndarray]]) -> None:

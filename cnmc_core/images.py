@@ -4,8 +4,8 @@ The whole 450x450 frame is resized (never cropped to the cell: ALL cells are lar
 is part of the signal). Decoding is bounded: an image with more pixels than `MAX_PIXELS` is refused
 from its header, before any pixel is decoded.
 
-`frame_statistics` and `unusual_frame_reasons` are the image half of the out-of-distribution check:
-C-NMC frames hold one stained cell, centred, on black; a smear field, a photo or a blank frame does not.
+`DARK_LEVEL` says which pixels are the black background around a C-NMC cell. What a C-NMC-like frame
+looks like (the out-of-distribution check) is ood.py.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # about 6300 x 6300; C-NMC frames have 202,500
 MIN_SIDE = 8  # smaller than this is not a cell image
+DARK_LEVEL = 40  # a pixel whose brightest channel is below this counts as black background (C-NMC: 0-10)
 # open_image checks the header against MAX_PIXELS itself, with a clearer message than PIL's warning.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
@@ -147,108 +148,3 @@ def iter_batches(
                 yield np.stack(list(pending.pop(0)))
         for futures in pending:
             yield np.stack(list(futures))
-
-
-# --- the image half of the out-of-distribution check ------------------------------------------------
-STATS_SIDE = 128  # frame statistics are computed on the whole frame resized to this side (fast, size-independent)
-DARK_LEVEL = 40  # a pixel whose brightest channel is below this counts as black background (C-NMC: 0-10)
-BORDER = 0.1  # the outer ring (this share of the side on each edge) must be background in a C-NMC frame
-# Used when a study has no reference of its own (made before references existed): C-NMC-like frames.
-DEFAULT_IMAGE_REFERENCE = {"background": [0.5, 0.97], "border_background": 0.97, "centre_offset": 0.05}
-
-
-def frame_statistics(img: Image.Image) -> dict:
-    """What makes a frame C-NMC-like, measured on the whole frame resized to STATS_SIDE.
-
-    background: share of near-black pixels; border_background: the same on the outer ring;
-    centre_offset: distance of the foreground's centroid from the centre, in frame sides;
-    colour: mean RGB of the foreground (None without foreground); contrast: luminance std (0-255).
-    """
-    a = resize_frame(img, STATS_SIDE).astype(np.float32)  # (side, side, 3)
-    dark = a.max(axis=-1) < DARK_LEVEL
-    ring = np.ones_like(dark)
-    b = max(1, int(round(STATS_SIDE * BORDER)))
-    ring[b:-b, b:-b] = False
-    fg = ~dark
-    if fg.any():
-        yy, xx = np.nonzero(fg)
-        centre = (STATS_SIDE - 1) / 2
-        offset = float(np.hypot(yy.mean() - centre, xx.mean() - centre) / STATS_SIDE)
-        colour = [round(float(c), 1) for c in a[fg].mean(axis=0)]
-    else:
-        offset, colour = 0.0, None
-    luminance = a @ np.array([0.299, 0.587, 0.114], np.float32)
-    return {
-        "background": round(float(dark.mean()), 4),
-        "border_background": round(float(dark[ring].mean()), 4),
-        "centre_offset": round(offset, 4),
-        "colour": colour,
-        "contrast": round(float(luminance.std()), 2),
-    }
-
-
-def image_reference(stats: list[dict]) -> dict:
-    """The ranges of `frame_statistics` over training frames, widened by margins: what 'C-NMC-like' means here."""
-    if not stats:
-        return dict(DEFAULT_IMAGE_REFERENCE)
-    bg = np.array([s["background"] for s in stats])
-    border = np.array([s["border_background"] for s in stats])
-    offset = np.array([s["centre_offset"] for s in stats])
-    colours = np.array([s["colour"] for s in stats if s["colour"] is not None], dtype=np.float64).reshape(-1, 3)
-    ref = {
-        "n": len(stats),
-        "background": [round(float(np.quantile(bg, 0.01)), 4), round(float(np.quantile(bg, 0.99)), 4)],
-        "border_background": round(float(np.quantile(border, 0.01)), 4),
-        "centre_offset": round(float(np.quantile(offset, 0.99)), 4),
-    }
-    if len(colours):
-        tint = _tint(colours)
-        ref["colour_mean"] = [round(float(c), 2) for c in colours.mean(axis=0)]
-        ref["colour_std"] = [round(float(c), 2) for c in colours.std(axis=0)]
-        ref["tint_mean"] = [round(float(c), 2) for c in tint.mean(axis=0)]
-        ref["tint_std"] = [round(float(c), 2) for c in tint.std(axis=0)]
-    return ref
-
-
-def _tint(colours: np.ndarray) -> np.ndarray:
-    """(n, 3) mean RGB -> (n, 2) R-G and B-G: the stain's hue, whatever the brightness."""
-    colours = np.asarray(colours, dtype=np.float64).reshape(-1, 3)
-    return np.stack([colours[:, 0] - colours[:, 1], colours[:, 2] - colours[:, 1]], axis=1)
-
-
-def unusual_frame_reasons(stats: dict, reference: dict | None = None) -> list[str]:
-    """Why a frame does not look like the training frames (empty list: it does), one phrase each.
-
-    Margins around the reference ranges: background -0.15/+0.02, border -0.05 (and never below
-    0.9), centre offset +0.07, foreground colour and tint (R-G, B-G) 4 standard deviations (each at least 10 levels).
-    """
-    ref = reference or DEFAULT_IMAGE_REFERENCE
-    reasons = []
-    if stats["contrast"] < 2.0:
-        return ["the frame is one flat colour: there is no cell in it"]
-    if stats["colour"] is None or stats["background"] > 0.995:
-        return ["the frame is (almost) all black: no cell was found"]
-    lo, hi = ref["background"]
-    if stats["background"] < max(0.02, lo - 0.15):
-        reasons.append(
-            f"only {stats['background']:.0%} of the frame is black background (training cells: {lo:.0%}-{hi:.0%}): "
-            "it looks like a smear field, a photo, or a crop without the black surround"
-        )
-    elif stats["background"] > min(0.995, hi + 0.02):
-        reasons.append(f"the cell fills only {1 - stats['background']:.1%} of the frame, less than any training cell")
-    if stats["border_background"] < min(0.9, ref["border_background"] - 0.05):
-        reasons.append(
-            f"the frame's edges are {1 - stats['border_background']:.0%} non-black: training frames show one cell alone on black"
-        )
-    if stats["centre_offset"] > ref["centre_offset"] + 0.07:
-        reasons.append(f"the cell is off-centre by {stats['centre_offset']:.0%} of the frame; training cells are centred")
-    if "colour_mean" in ref:
-        mean = np.array(ref["colour_mean"] + ref["tint_mean"])
-        std = np.maximum(np.array(ref["colour_std"] + ref["tint_std"]), 10.0)
-        colour = np.array(stats["colour"])
-        z = np.abs(np.concatenate([colour, _tint(colour)[0]]) - mean) / std
-        if z.max() > 4.0:
-            rgb = ", ".join(f"{c:.0f}" for c in stats["colour"])
-            ref_rgb = ", ".join(f"{c:.0f}" for c in mean[:3])
-            reasons.append(f"its colours (mean RGB {rgb}) are unlike the stained training cells (mean RGB {ref_rgb})")
-    return reasons

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .disk import atomic_path
 from .registry import ModelSpec
 
 HEAD_POOL, HEAD_DROPOUT, HEAD_DENSE = "head_pool", "head_dropout", "head_dense"
@@ -56,13 +58,6 @@ def resolve_weights(spec: ModelSpec, weights: str) -> str | None:
     return str(path)
 
 
-def weights_label(weights: str) -> str:
-    """A short name for the weights source: imagenet, none, or the folder's name (for study.json)."""
-    if weights in (None, "none", "imagenet"):
-        return weights or "none"
-    return f"folder:{Path(weights).expanduser().resolve()}"
-
-
 def build_base(spec: ModelSpec, input_size: int, weights: str | None):
     """The notop base at `input_size` with `weights` resolved as above, frozen."""
     import keras
@@ -75,7 +70,8 @@ def build_base(spec: ModelSpec, input_size: int, weights: str | None):
         if resolved == "imagenet":
             keras_home = os.environ.get("KERAS_HOME", "~/.keras")
             raise WeightsError(
-                f"{spec.name}: could not get the ImageNet weights ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                f"{spec.name}: could not get the ImageNet weights "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                 f"without internet, download {spec.weights_url} into a folder and pass --weights FOLDER "
                 f"(or into {keras_home}/models), or use --weights none"
             ) from None
@@ -131,19 +127,23 @@ def p_all(scores: np.ndarray) -> np.ndarray:
 
 def save_classifier(classifier, path: Path) -> None:
     """Save as a .keras file atomically: written beside, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    try:
+    with atomic_path(path) as tmp:
         classifier.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_classifier(path: Path):
-    """Load a saved classifier in Keras safe mode (a file that would run code is refused)."""
+    """Load a saved classifier in Keras safe mode (a file that would run code is refused).
+
+    A missing file is FileNotFoundError; a file that is not a .keras archive (truncated, random
+    bytes) is a ValueError that calls it broken, not missing.
+    """
     import keras
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{Path(path).name} not found in {Path(path).parent}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{Path(path).name} is broken: not a .keras archive (a truncated or damaged copy?); "
+                         "retrain the model")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as e:

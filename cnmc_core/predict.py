@@ -5,33 +5,31 @@ input size, and run through each model. P(ALL) is `models.p_all` of the classifi
 mean over the study's orientations when it was evaluated with test-time augmentation), the same
 number `predictions.csv` holds for validation images; each model votes at its own threshold.
 
-Out-of-distribution check: C-NMC frames are one stained cell, centred, on black. A frame is flagged
-(`ood.warning`, with one reason per problem) when its image statistics fall outside those of the
-study's training frames (`images.unusual_frame_reasons`), or when its pooled features are far from
-the training images' features for at least half of the models: the RMS z-score of the features
-against the training mean and spread exceeds FEATURE_MARGIN times its 99th percentile over the
-training sample. The prediction is still given; the warning says it is unreliable.
+Each result also carries the out-of-distribution check (`ood`, see ood.py: a warning with one reason
+per problem, when the frame is unlike the study's training frames) and, when asked for, each model's
+heatmap (explain.py). How those are computed lives in those modules; this one runs the models.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .images import ImageError, frame_statistics, image_reference, open_image, preprocess, resize_frame, unusual_frame_reasons
+from .explain import Explainer, to_image_size
+from .features import orient
+from .images import ImageError, open_image, preprocess, resize_frame
+from .models import HEAD_POOL, load_classifier, p_all
+from .ood import ood_check
 from .registry import MODELS, get_spec
+from .render import shrink
 from .store import ENSEMBLE, StudyStore
 
 log = logging.getLogger(__name__)
-
-REFERENCE_IMAGES = 128  # training frames sampled for the out-of-distribution reference
-FEATURE_MARGIN = 1.5  # far = RMS z-score above 1.5 x its 99th percentile over the training sample
-SCALE_FLOOR = 0.1  # feature spreads are floored at 0.1 x their median (constant features would dominate)
 
 
 @dataclass
@@ -42,12 +40,8 @@ class Classification:
     image: Image.Image | None = None  # decoded RGB frame (None on error)
     heatmaps: dict = field(default_factory=dict)  # key -> explain.Explanation, when asked for
 
-    def for_display(self, max_side: int = 480) -> "Classification":
+    def for_display(self, max_side: int = 480) -> Classification:
         """A copy with the image and heatmaps at most `max_side` pixels a side (what a page keeps)."""
-        from dataclasses import replace
-
-        from .explain import shrink, to_image_size
-
         if self.image is None:
             return self
         image = shrink(self.image, None, max_side)[0]
@@ -57,6 +51,8 @@ class Classification:
 
 @dataclass
 class Predictor:
+    """Every usable model of one study, loaded once, with its threshold and out-of-distribution reference."""
+
     store: StudyStore
     models: dict = field(default_factory=dict)  # key -> loaded Keras classifier
     sizes: dict = field(default_factory=dict)  # key -> input size
@@ -64,20 +60,16 @@ class Predictor:
     thresholds: dict = field(default_factory=dict)  # key -> decision threshold on P(ALL)
     views: int = 1  # orientations averaged (features.orient), > 1 when the study used tta
     ensemble_threshold: float = 0.5
-    image_reference: dict | None = None  # images.image_reference of the training frames
+    image_reference: dict | None = None  # ood.image_reference of the training frames
     feature_references: dict = field(default_factory=dict)  # key -> {mean, scale, limit}
     _forward: dict = field(default_factory=dict)  # key -> model giving (pooled features, scores)
     _explainers: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, store: StudyStore, keys: list[str] | None = None) -> "Predictor":
+    def load(cls, store: StudyStore, keys: list[str] | None = None) -> Predictor:
         import keras
 
-        from .models import HEAD_POOL, load_classifier
-
-        if not store.exists():
-            raise FileNotFoundError(f"no study {store.name!r} under {store.root} (see `python -m cnmc_core studies`)")
-        info = store.read_study()
+        info = store.require().read_study()
         wanted = keys or [k for k in info.get("models", []) if k in MODELS]
         config = info.get("config", {})
         p = cls(store, views=int(config.get("orientations", 2)) if config.get("tta") else 1)
@@ -90,7 +82,9 @@ class Predictor:
                 model = load_classifier(store.model_file(key, "model.keras"))
                 forward = keras.Model(model.input, [model.get_layer(HEAD_POOL).output, model.output])
             except Exception as e:  # a truncated or hostile file must not take the others down
-                p.broken[key] = f"{key}: model file cannot be loaded ({type(e).__name__}); rerun the study's train command"
+                p.broken[key] = (
+                    f"{key}: model file cannot be loaded ({type(e).__name__}); rerun the study's train command"
+                )
                 continue
             metrics = store.read_metrics(key)
             p.models[key] = model
@@ -112,9 +106,6 @@ class Predictor:
     # -- the forward passes ------------------------------------------------------------------------
     def forward_image(self, img: Image.Image) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """P(ALL) per model and pooled features (view 0) per model, for one decoded RGB image."""
-        from .features import orient
-        from .models import p_all
-
         probs, feats, resized = {}, {}, {}
         for key, forward in self._forward.items():
             size = self.sizes[key]
@@ -126,13 +117,8 @@ class Predictor:
             feats[key] = np.asarray(pooled)[0]
         return probs, feats
 
-    def predict_image(self, img: Image.Image) -> dict[str, float]:
-        """P(ALL) per model for one decoded RGB PIL image."""
-        return self.forward_image(img)[0]
-
-    def explainer(self, key: str):
-        from .explain import Explainer
-
+    def explainer(self, key: str) -> Explainer:
+        """The model's Explainer, built on first use and kept (its tf-keras-vis objects are costly)."""
         if key not in self._explainers:
             self._explainers[key] = Explainer.for_model(self.models[key], key)
         return self._explainers[key]
@@ -159,7 +145,9 @@ class Predictor:
         heatmaps = {}
         if cam:
             for key in self.models:
-                heatmaps[key] = self.explainer(key).explain(img, cam, target, p_all=probs[key], threshold=self.thresholds[key])
+                heatmaps[key] = self.explainer(key).explain(
+                    img, cam, target, p_all=probs[key], threshold=self.thresholds[key]
+                )
         return Classification(result, img, heatmaps)
 
     def predict(self, source: str | Path | bytes, name: str | None = None) -> dict:
@@ -175,20 +163,8 @@ class Predictor:
         return pd.DataFrame(rows, columns=["Model", "P(ALL)", "Call"])
 
     def ood_check(self, img: Image.Image, feats: dict[str, np.ndarray]) -> dict:
-        """{"warning": bool, "reasons": [...], "far_models": [...]} for one image (see the module docstring)."""
-        stats = frame_statistics(img)
-        reasons = unusual_frame_reasons(stats, self.image_reference)
-        far = []
-        for key, ref in self.feature_references.items():
-            if feature_distance(feats[key], ref) > float(ref["limit"]):
-                far.append(key)
-        checked = len(self.feature_references)
-        if checked and 2 * len(far) >= checked:
-            reasons.append(
-                f"its features are far from the training cells' for {len(far)} of {checked} models: "
-                "the models have not seen images like it"
-            )
-        return {"warning": bool(reasons), "reasons": reasons, "far_models": far}
+        """{"warning": bool, "reasons": [...], "far_models": [...]}: ood.ood_check with this study's references."""
+        return ood_check(img, feats, self.image_reference, self.feature_references)
 
 
 def results_frame(results: list[dict]) -> pd.DataFrame:
@@ -205,12 +181,6 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
         row["error"] = r.get("error", "")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def feature_distance(feats: np.ndarray, ref: dict) -> float:
-    """RMS z-score of one pooled feature vector against a reference's mean and (floored) spread."""
-    z = (np.asarray(feats, dtype=np.float64) - ref["mean"]) / ref["scale"]
-    return float(np.sqrt(np.mean(z * z)))
 
 
 def uncertainty_words(ensemble: float, votes: int, n: int, threshold: float = 0.5) -> str:
@@ -248,72 +218,3 @@ def summarise(
     if broken:
         out["unavailable"] = dict(broken)
     return out
-
-
-# -- the reference, built at the end of a study ----------------------------------------------------
-def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> dict:
-    """Image statistics and per-model feature statistics of `n` training frames, saved with the study.
-
-    Returns the image reference. Frames are sampled evenly over the two classes with the study's seed.
-    `load(key)` gives a model's classifier (default: loaded from the study).
-    """
-    import keras
-
-    from .features import FeatureCache
-    from .models import HEAD_POOL, base_fingerprint, load_classifier
-
-    info = store.read_study()
-    split = store.read_split()
-    train = split[split["split"] == "train"]
-    if train.empty:
-        raise ValueError(f"study {store.name!r} has no training images to build a reference from")
-    rng = np.random.default_rng(int(info.get("seed", 0)))
-    per_class = max(1, n // 2)
-    picked = []
-    for _, group in train.groupby("label"):
-        picked.extend(group.index[rng.permutation(len(group))[:per_class]])
-    data_root = Path(info["data"]["path"])
-    images, sha1s = [], []
-    for i in picked:
-        try:
-            images.append(open_image(data_root / train.loc[i, "path"]))
-            sha1s.append(str(train.loc[i, "sha1"]))
-        except (OSError, ValueError) as e:
-            log.warning("reference: skipped %s (%s)", train.loc[i, "path"], e)
-    if not images:
-        raise ValueError(f"none of the reference frames could be read under {data_root}; was the data moved?")
-    image_ref = image_reference([frame_statistics(img) for img in images])
-
-    features = {}
-    for key in info.get("models", []):
-        if key not in MODELS or not store.model_complete(key):
-            continue
-        model = load(key) if load else load_classifier(store.model_file(key, "model.keras"))
-        size = int(model.input_shape[1])
-        # The study cached these features (view 0) unless fine-tuning changed the base since.
-        cache = FeatureCache(store.feature_cache_root, key, base_fingerprint(model), size)
-        cached = [cache.get(s, 1) for s in sha1s]
-        if all(c is not None for c in cached):
-            f = np.concatenate(cached).astype(np.float64)
-        else:
-            pooled = keras.Model(model.input, model.get_layer(HEAD_POOL).output)
-            batch = np.stack([resize_frame(img, size) for img in images])
-            f = np.concatenate([
-                np.asarray(pooled.predict_on_batch(preprocess(batch[i:i + 32], get_spec(key).preprocess)))
-                for i in range(0, len(batch), 32)
-            ]).astype(np.float64)
-            del pooled
-        mean = f.mean(axis=0)
-        spread = f.std(axis=0)
-        scale = np.maximum(spread, SCALE_FLOOR * max(float(np.median(spread)), 1e-12))
-        ref = {"mean": mean, "scale": scale}
-        distances = np.array([feature_distance(row, ref) for row in f])
-        limit = FEATURE_MARGIN * float(np.quantile(distances, 0.99))
-        features[key] = {
-            "mean": mean.astype(np.float32), "scale": scale.astype(np.float32), "limit": np.float64(limit),
-            "config_hash": np.str_(store.read_metrics(key).get("config_hash", "")),
-        }
-        del model
-    store.write_references(image_ref, features)
-    log.info("out-of-distribution reference: %d training frames, %d models", len(images), len(features))
-    return image_ref

@@ -13,7 +13,7 @@ _KA = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _KA2 = "https://storage.googleapis.com/keras-applications/"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     key: str  # canonical lowercase key: CLI, artifact paths, UI
     name: str  # human name, as the paper writes it
@@ -27,54 +27,71 @@ class ModelSpec:
     weights_file: str  # ImageNet notop weight file, as Keras names it in ~/.keras/models
     weights_md5: str  # its md5, as Keras checks it
     weights_url: str  # where Keras downloads it from
-    finetune_from: str  # first layer of the top block: this layer and every later one (BatchNorm excepted) is fine-tuned
+    # first layer of the top block: this layer and every later one (BatchNorm excepted) is fine-tuned
+    finetune_from: str
 
 
-MODELS: dict[str, ModelSpec] = {
-    "vgg16": ModelSpec(
-        "vgg16", "VGG16", "VGG16", 224, 32, "caffe", "block5_conv3", 14_714_688, 512,
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc",
-        _KA + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+_SPECS = (
+    ModelSpec(
+        key="vgg16", name="VGG16", keras_class="VGG16", input_size=224, min_input_size=32,
+        preprocess="caffe", gradcam_layer="block5_conv3", params=14_714_688, features=512,
+        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="6d6bbae143d832006294945121d1f1fc",
+        weights_url=_KA + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         finetune_from="block5_conv1",
     ),
-    "vgg19": ModelSpec(
-        "vgg19", "VGG19", "VGG19", 224, 32, "caffe", "block5_conv4", 20_024_384, 512,
-        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6",
-        _KA + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ModelSpec(
+        key="vgg19", name="VGG19", keras_class="VGG19", input_size=224, min_input_size=32,
+        preprocess="caffe", gradcam_layer="block5_conv4", params=20_024_384, features=512,
+        weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="253f8cb515780f3b799900260a226db6",
+        weights_url=_KA + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         finetune_from="block5_conv1",
     ),
-    "inception_v3": ModelSpec(
-        "inception_v3", "InceptionV3", "InceptionV3", 299, 75, "tf", "mixed10", 21_802_784, 2048,
-        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "bcbd6486424b2319ff4ef7d526e38f63",
-        _KA + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ModelSpec(
+        key="inception_v3", name="InceptionV3", keras_class="InceptionV3", input_size=299, min_input_size=75,
+        preprocess="tf", gradcam_layer="mixed10", params=21_802_784, features=2048,
+        weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="bcbd6486424b2319ff4ef7d526e38f63",
+        weights_url=_KA + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
         finetune_from="mixed9",
     ),
-    "xception": ModelSpec(
-        "xception", "Xception", "Xception", 299, 71, "tf", "block14_sepconv2_act", 20_861_480, 2048,
-        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "b0042744bf5b25fce3cb969f33bebb97",
-        _KA + "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ModelSpec(
+        key="xception", name="Xception", keras_class="Xception", input_size=299, min_input_size=71,
+        preprocess="tf", gradcam_layer="block14_sepconv2_act", params=20_861_480, features=2048,
+        weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="b0042744bf5b25fce3cb969f33bebb97",
+        weights_url=_KA + "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
         finetune_from="block14_sepconv1",
     ),
-    "efficientnet_b0": ModelSpec(
-        "efficientnet_b0", "EfficientNetB0", "EfficientNetB0", 224, 32, "none", "top_activation",
-        4_049_571, 1280,
-        "efficientnetb0_notop.h5", "50bc09e76180e00e4465e1a485ddc09d",
-        _KA2 + "efficientnetb0_notop.h5",
+    ModelSpec(
+        key="efficientnet_b0", name="EfficientNetB0", keras_class="EfficientNetB0", input_size=224, min_input_size=32,
+        preprocess="none", gradcam_layer="top_activation", params=4_049_571, features=1280,
+        weights_file="efficientnetb0_notop.h5",
+        weights_md5="50bc09e76180e00e4465e1a485ddc09d",
+        weights_url=_KA2 + "efficientnetb0_notop.h5",
         finetune_from="block7a_expand_conv",
     ),
-    "resnet50": ModelSpec(
-        "resnet50", "ResNet50", "ResNet50", 224, 32, "caffe", "conv5_block3_out", 23_587_712, 2048,
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "4d473c1dd8becc155b73f8504c6f6626",
-        _KA + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ModelSpec(
+        key="resnet50", name="ResNet50", keras_class="ResNet50", input_size=224, min_input_size=32,
+        preprocess="caffe", gradcam_layer="conv5_block3_out", params=23_587_712, features=2048,
+        weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="4d473c1dd8becc155b73f8504c6f6626",
+        weights_url=_KA + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         finetune_from="conv5_block1_1_conv",
     ),
-    "resnet101": ModelSpec(
-        "resnet101", "ResNet101", "ResNet101", 224, 32, "caffe", "conv5_block3_out", 42_658_176, 2048,
-        "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5", "88cf7a10940856eca736dc7b7e228a21",
-        _KA + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ModelSpec(
+        key="resnet101", name="ResNet101", keras_class="ResNet101", input_size=224, min_input_size=32,
+        preprocess="caffe", gradcam_layer="conv5_block3_out", params=42_658_176, features=2048,
+        weights_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="88cf7a10940856eca736dc7b7e228a21",
+        weights_url=_KA + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
         finetune_from="conv5_block1_1_conv",
     ),
-}
+)
+
+# key -> spec, in the paper's order; each key is written once, in its row above.
+MODELS: dict[str, ModelSpec] = {spec.key: spec for spec in _SPECS}
 
 # The paper's Table I (validation accuracy / precision / recall), shown beside ours as reference.
 PAPER_TABLE_I: dict[str, dict[str, float]] = {
@@ -99,8 +116,8 @@ def get_spec(key: str) -> ModelSpec:
 
 
 def parse_model_list(text: str) -> list[str]:
-    """'all' or a comma-separated list of keys -> keys in registry order, validated."""
-    text = (text or "all").strip().lower()
+    """'all' (or None) or a comma-separated list of keys -> keys in registry order, validated."""
+    text = ("all" if text is None else text).strip().lower()
     if text == "all":
         return list(MODELS)
     keys = [k.strip() for k in text.split(",") if k.strip()]

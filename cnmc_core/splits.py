@@ -34,7 +34,9 @@ class SplitError(ValueError):
     pass
 
 
-def assign(scan: Scan, mode: str = "auto", val_fold: int = 2, val_fraction: float = 0.2, seed: int = 42) -> tuple[str, list[Assignment]]:
+def assign(
+    scan: Scan, mode: str = "auto", val_fold: int = 2, val_fraction: float = 0.2, seed: int = 42
+) -> tuple[str, list[Assignment]]:
     """Split every record of `scan`; returns the mode used and one Assignment per file found."""
     if mode not in SPLIT_MODES:
         raise SplitError(f"--split must be one of {', '.join(SPLIT_MODES)}; got {mode!r}")
@@ -42,7 +44,8 @@ def assign(scan: Scan, mode: str = "auto", val_fold: int = 2, val_fraction: floa
     if mode == "auto":
         mode = "official" if has_prelim else "folds"
     if mode == "official" and not has_prelim:
-        raise SplitError("--split official needs the labelled prelim set (validation_data with its labels CSV); use --split folds")
+        raise SplitError(
+            "--split official needs the labelled prelim set (validation_data with its labels CSV); use --split folds")
     folds = sorted({r.group for r in scan.usable if r.group.startswith("fold_")})
     if mode == "folds" and len(folds) < 2:
         mode = "random"
@@ -64,7 +67,9 @@ def assign(scan: Scan, mode: str = "auto", val_fold: int = 2, val_fraction: floa
     for split in ("train", "val"):
         labels = {a.label for a in out if a.split == split}
         if not {ALL, HEM} <= labels:
-            raise SplitError(f"the {split} split has no {'ALL' if ALL not in labels else 'HEM'} image; the data is too small or one-sided for a {mode} split")
+            missing = "ALL" if ALL not in labels else "HEM"
+            raise SplitError(
+                f"the {split} split has no {missing} image; the data is too small or one-sided for a {mode} split")
     return mode, out
 
 

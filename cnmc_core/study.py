@@ -10,27 +10,35 @@ import gc
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
+import sklearn
 
-from . import __version__, compute
+from . import __version__, runtime
 from .analysis import analyse_study
 from .config import StudyConfig, model_config_hash
 from .dataset import scan as scan_dataset
+from .disk import remove_stale_temp_files
 from .evaluation import classification_metrics
-from .explain import build_study_explanations
+from .explain import study_classifier
+from .features import FeatureCache, extract
+from .gallery import build_gallery
+from .head import choose_threshold, head_probabilities
+from .models import base_fingerprint, build_classifier, feature_model, save_classifier
+from .ood import build_reference
+from .progress import ProgressEvent
 from .registry import get_spec
 from .splits import assign
-from .store import StudyStore, remove_stale_temp_files
+from .store import StudyLock, StudyStore, record_data_root
 from .synthetic import is_synthetic
 
 log = logging.getLogger(__name__)
-Progress = Callable[[dict], None]
+Progress = Callable[[ProgressEvent], None]
 
 
 @dataclass
@@ -44,7 +52,6 @@ class StudyResult:
 
 def _versions() -> dict:
     import keras
-    import sklearn
     import tensorflow as tf
 
     return {
@@ -86,15 +93,26 @@ def run_study(
     name: str = "default",
     progress: Progress | None = None,
 ) -> StudyResult:
-    """Train and evaluate every model of `config` on the C-NMC copy at `data_dir`."""
+    """Train and evaluate every model of `config` on the C-NMC copy at `data_dir`.
+
+    Holds the study's lock (`StudyLock`) throughout: a second writer of the same study is refused.
+    A run that fails after writing study.json marks it "failed" with the error; one that fails
+    before writing anything leaves no study folder behind.
+    """
     config.validate()
     store = StudyStore(root, name)
-    store.ensure_writable()
-    remove_stale_temp_files(store.dir)
-    emit = progress or (lambda info: None)
+    with StudyLock(store):  # (taking it also proves the folder writable, before hours of work)
+        remove_stale_temp_files(store.dir)
+        return _run_locked(Path(data_dir), config, store, progress or (lambda event: None))
 
-    emit({"stage": "scan", "message": f"scanning {data_dir}"})
+
+def _run_locked(data_dir: Path, config: StudyConfig, store: StudyStore, emit: Progress) -> StudyResult:
+    emit(ProgressEvent("scan", message=f"scanning {data_dir}"))
     scan = scan_dataset(data_dir, cache_dir=store.scan_cache_root)
+    try:  # the local user trained from this folder: the dashboard may show its images (store.trusted_data_roots)
+        record_data_root(store.root, scan.root)
+    except OSError as e:
+        log.warning("could not record the data folder as trusted (%s)", e.strerror or e)
     mode, assignments = assign(scan, config.split, config.val_fold, config.val_fraction, config.seed)
     split = pd.DataFrame(
         [
@@ -104,7 +122,7 @@ def run_study(
         ]
     )
     fingerprint = scan.fingerprint()
-    strategy = compute.make_strategy(config.distribute)
+    strategy = runtime.make_strategy(config.distribute)
     result = StudyResult(store=store, excluded=int((split["split"] == "excluded").sum()))
 
     previous = None
@@ -118,7 +136,7 @@ def run_study(
         log.warning("the data changed since this study was last run: every model is retrained")
 
     info = {
-        "name": name,
+        "name": store.name,
         "created": (previous or {}).get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": "running",
@@ -134,42 +152,81 @@ def run_study(
         },
         "versions": _versions(),
         "devices": _devices(),
-        "compute": {"dtype_policy": compute.policy_name(config.precision), "xla": config.xla,
-                    "replicas": compute.replicas(strategy)},
+        "compute": {"dtype_policy": runtime.policy_name(config.precision), "xla": config.xla,
+                    "replicas": runtime.replicas(strategy)},
         "seed": config.seed,
         "models": list(config.models),
     }
     store.write_study(info)
-    store.write_split(split)
+    try:
+        _run_models(config, store, scan.root, split, fingerprint, strategy, result, emit)
+    except BaseException as e:  # (an interrupt too): study.json says so, instead of "running" forever
+        error = (str(e).splitlines() or [""])[0] or type(e).__name__
+        info.update(status="failed", error=error, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        try:
+            store.write_study(info)
+        except OSError:
+            pass  # (the disk may be what failed) the original error is what matters
+        raise
+    info.update(status="complete", updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    store.write_study(info)
+    emit(ProgressEvent("done"))
+    return result
 
+
+def _run_models(config: StudyConfig, store: StudyStore, data_root: Path, split: pd.DataFrame, fingerprint: str,
+                strategy, result: StudyResult, emit: Progress) -> None:
+    """split.csv, every model not yet complete, the statistics and the study-end extras."""
+    store.write_split(split)
     train = split[split["split"] == "train"].reset_index(drop=True)
     val = split[split["split"] == "val"].reset_index(drop=True)
     last = None  # the classifier trained last
     for i, key in enumerate(config.models):
-        config_hash = model_config_hash(config, key, fingerprint, compute.replicas(strategy))
+        config_hash = model_config_hash(config, key, fingerprint, runtime.replicas(strategy))
+        where = {"model": key, "index": i, "count": len(config.models)}
         if store.model_complete(key, config_hash):
             result.skipped.append(key)
-            emit({"stage": "skip", "model": key, "index": i, "count": len(config.models)})
+            emit(ProgressEvent("skip", **where))
             continue
-        emit({"stage": "model", "model": key, "index": i, "count": len(config.models)})
+        emit(ProgressEvent("model", **where))
         last = None  # the previous model goes before the next is built: one model in memory at a time
-        last = _train_one(key, config, config_hash, scan.root, train, val, store, strategy,
-                          lambda d: emit({**d, "model": key, "index": i, "count": len(config.models)}))
+        last = _train_one(key, config, config_hash, data_root, train, val, store, strategy,
+                          lambda event, where=where: emit(replace(event, **where)))
         result.trained.append(key)
 
-    emit({"stage": "statistics"})
+    emit(ProgressEvent("statistics"))
     analyse_study(store)
-    emit({"stage": "gallery"})
+    emit(ProgressEvent("gallery"))
     # Grad-CAM gallery + out-of-distribution reference; never fails the study. The model trained
     # last is still in memory (unless built under a tf.distribute strategy: loaded plainly instead).
     in_memory = {result.trained[-1]: last} if result.trained and strategy is None else None
     last = None
     build_study_explanations(store, in_memory)
 
-    info.update(status="complete", updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    store.write_study(info)
-    emit({"stage": "done"})
-    return result
+
+def build_study_explanations(store: StudyStore, in_memory: dict | None = None) -> None:
+    """At the end of a study: the Grad-CAM gallery and the out-of-distribution reference.
+
+    Both are extras: a failure is logged in one line and never fails the study. `in_memory`:
+    classifiers still in memory, by key, exactly as saved (the study passes the one it trained
+    last, saving a load from disk).
+    """
+    loaded: dict = dict(in_memory or {})  # each model is loaded once for both (loading costs more than the work here)
+
+    def load(key: str):
+        if key not in loaded:
+            loaded[key] = study_classifier(store, key)
+        return loaded[key]
+
+    for what, build in (("Grad-CAM gallery", build_gallery), ("out-of-distribution reference", build_reference)):
+        try:
+            build(store, load=load)
+        except Exception as e:  # noqa: BLE001 - the study's results are complete without these
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            log.warning("%s not built (%s: %s); the study's results are complete without it",
+                        what, type(e).__name__, first_line)
+    loaded.clear()
+    gc.collect()
 
 
 def _train_one(
@@ -180,23 +237,21 @@ def _train_one(
     import keras
 
     from . import training
-    from .features import FeatureCache, extract
-    from .models import base_fingerprint, build_classifier, feature_model, save_classifier
 
     spec = get_spec(key)
     size = config.size_for(key)
     keras.utils.clear_session()  # (this also resets the dtype policy to float32)
     keras.utils.set_random_seed(config.seed)
     t0 = time.perf_counter()
-    policy = compute.policy_name(config.precision)
-    replicas = compute.replicas(strategy)
-    with compute.scope(strategy):
+    policy = runtime.policy_name(config.precision)
+    replicas = runtime.replicas(strategy)
+    with runtime.scope(strategy):
         classifier = build_classifier(spec, size, config.weights, config.dropout)
         # What runs the base: the classifier, or with mixed precision its twin (the saved one stays float32).
-        runner = classifier if policy == "float32" else compute.mixed_twin(
+        runner = classifier if policy == "float32" else runtime.mixed_twin(
             classifier, lambda: build_classifier(spec, size, "none", config.dropout), policy)
         features = feature_model(runner)
-    compute.set_xla(features, config.xla)
+    runtime.set_xla(features, config.xla)
     cache = FeatureCache(store.feature_cache_root, key, base_fingerprint(classifier), size, policy)
     batch = config.feature_batch_size * replicas
 
@@ -213,14 +268,14 @@ def _train_one(
     t1 = time.perf_counter()
     train_feats = extract(
         features, spec.preprocess, size, paths(train), list(train["sha1"]), train_views, cache,
-        batch, lambda d, n: emit({"stage": "features", "split": "train", "done": d, "total": n}),
+        batch, lambda d, n: emit(ProgressEvent("features", split="train", done=d, total=n)),
     )
     val_feats = extract(
         features, spec.preprocess, size, paths(val), list(val["sha1"]), val_views, cache,
-        batch, lambda d, n: emit({"stage": "features", "split": "val", "done": d, "total": n}),
+        batch, lambda d, n: emit(ProgressEvent("features", split="val", done=d, total=n)),
     )  # (m, val_views, features)
     t2 = time.perf_counter()
-    emit({"stage": "head"})
+    emit(ProgressEvent("head"))
     y_train = train["label"].astype(int).to_numpy()
     y_val = val["label"].astype(int).to_numpy()
     head = training.train_head(train_feats, y_train, val_feats[:, 0], y_val, config)
@@ -232,10 +287,10 @@ def _train_one(
     if config.finetune:
         if runner is not classifier:
             training.install_head(runner, head)
-        with compute.scope(strategy):
+        with runtime.scope(strategy):
             tuned, tuned_best = training.finetune(
-                runner, head, spec.finetune_from, spec.preprocess, size, paths(train), y_train, paths(val), y_val, config,
-                on_epoch=lambda e: emit({"stage": "finetune", "epoch": e, "epochs": config.finetune_epochs}),
+                runner, head, spec.finetune_from, spec.preprocess, size, paths(train), y_train, paths(val), y_val,
+                config, on_epoch=lambda e: emit(ProgressEvent("finetune", epoch=e, epochs=config.finetune_epochs)),
                 replicas=replicas,
             )
         if runner is not classifier:  # the mixed twin's weights (float32 variables) into the float32 classifier
@@ -244,20 +299,20 @@ def _train_one(
         history = pd.concat([history.assign(stage="head"), tuned.assign(stage="finetune")], ignore_index=True)
         best_epoch = len(head.history) + tuned_best if tuned_best else best_epoch
     if tuned_best:
-        emit({"stage": "evaluate"})
+        emit(ProgressEvent("evaluate"))
         # The saved (float32) classifier itself is evaluated, whatever precision fine-tuned it.
-        compute.set_xla(classifier, config.xla)
+        runtime.set_xla(classifier, config.xla)
         val_probs = training.predict_views(classifier, paths(val), size, spec.preprocess, eval_views, batch)
         train_probs = (training.predict_views(classifier, paths(train), size, spec.preprocess, eval_views, batch)
                        if fit_threshold else None)
     else:
-        val_probs = training.head_probabilities(val_feats[:, :eval_views], head)  # (m, eval_views)
-        train_probs = training.head_probabilities(train_feats[:, :eval_views], head) if fit_threshold else None
+        val_probs = head_probabilities(val_feats[:, :eval_views], head)  # (m, eval_views)
+        train_probs = head_probabilities(train_feats[:, :eval_views], head) if fit_threshold else None
     t4 = time.perf_counter()
 
     prob = val_probs.mean(axis=1)  # P(ALL); with tta the mean over the orientations
     # The threshold comes from the training split's own predictions; validation labels never reach it.
-    threshold = training.choose_threshold(y_train, train_probs.mean(axis=1)) if fit_threshold else 0.5
+    threshold = choose_threshold(y_train, train_probs.mean(axis=1)) if fit_threshold else 0.5
     metrics = classification_metrics(y_val, prob, threshold)
     seconds = {"build": round(t1 - t0, 2), "features": round(t2 - t1, 2), "head": round(t3 - t2, 2)}
     if config.finetune:
@@ -278,7 +333,7 @@ def _train_one(
         }
     )
     predictions = pd.DataFrame({"path": val["path"], "subject": val["subject"], "label": y_val, "prob_all": prob})
-    emit({"stage": "save"})
+    emit(ProgressEvent("save"))
     store.write_model(key, metrics, predictions, history, lambda p: save_classifier(classifier, p))
     log.info(
         "%s: accuracy %.3f, AUC %s (%s val images)", spec.name, metrics["accuracy"],

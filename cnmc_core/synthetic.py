@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .disk import atomic_path, exclusive
+
 log = logging.getLogger(__name__)
 
 SIDE = 450  # C-NMC frames are 450 x 450 RGB
@@ -154,9 +156,10 @@ def _subjects(spec: DemoSpec) -> dict:
 
 
 def _write_bmp(path: Path, pixels: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".part")
-    Image.fromarray(pixels, "RGB").save(tmp, format="BMP")
-    os.replace(tmp, path)
+    # A unique temp name per writer: two demo builds at once write the same files without colliding.
+    # Not fsynced (durable=False): the generator can always write them again.
+    with atomic_path(path, durable=False) as tmp:
+        Image.fromarray(pixels, "RGB").save(tmp, format="BMP")
 
 
 def generate(out_dir: str | Path, spec: DemoSpec = DemoSpec(), workers: int | None = None) -> Path:
@@ -215,17 +218,35 @@ def generate(out_dir: str | Path, spec: DemoSpec = DemoSpec(), workers: int | No
         list(pool.map(work, range(len(jobs))))
 
     labels = root / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv"
-    with open(labels, "w", newline="") as f:
+    with atomic_path(labels) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["Patient_ID", "new_names", "labels"])
         w.writerows(prelim_rows)
-    (root / MARKER).write_text(
-        "Synthetic C-NMC-like cells made by `python -m cnmc_core demo` "
-        f"(seed {spec.seed}). Not images of real patients; not for any medical use.\n"
-    )
+    with atomic_path(root / MARKER) as tmp:  # last: its presence means the dataset is whole
+        tmp.write_text(
+            "Synthetic C-NMC-like cells made by `python -m cnmc_core demo` "
+            f"(seed {spec.seed}). Not images of real patients; not for any medical use.\n"
+        )
     log.info("wrote %d synthetic cells under %s", len(jobs), root)
     return root
 
 
 def is_synthetic(data_dir: str | Path) -> bool:
     return (Path(data_dir) / MARKER).exists()
+
+
+def ensure_generated(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> bool:
+    """Write the dataset under `out_dir` unless it is there already; True when this call wrote it.
+
+    Builds started at once (two demo studies share the default data folder) take turns on a lock
+    in the folder: the first writes, the others find the dataset whole and go on.
+    """
+    root = Path(out_dir)
+    if is_synthetic(root):
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root / ".generating.lock"):
+        if is_synthetic(root):
+            return False
+        generate(root, spec)
+        return True

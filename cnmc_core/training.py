@@ -1,4 +1,4 @@
-"""Training: the paper's head on cached features, fine-tuning on images, and the decision threshold.
+"""Training with Keras: the paper's head on cached features, and fine-tuning on images (NumPy parts: head.py).
 
 The head path and the ordinary Keras loop use the same optimiser, loss, batch size, epochs and
 early stopping. The feature path picks, for each training image and each epoch, one of its cached
@@ -15,46 +15,22 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
 
-from .compute import forward, jit_compile
 from .config import StudyConfig
 from .features import orient
+from .head import HeadResult, class_weights, color_jitter, fold_standardisation, one_hot
 from .images import iter_batches, load_for_model, preprocess
 from .models import HEAD_DENSE, HEAD_POOL, p_all
+from .runtime import forward, jit_compile
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class HeadResult:
-    kernel: np.ndarray  # (features, 2) Dense kernel for raw (unstandardised) features
-    bias: np.ndarray  # (2,)
-    history: pd.DataFrame  # epoch, loss, accuracy, val_loss, val_accuracy
-    best_epoch: int  # 1-based epoch whose weights were kept (lowest val_loss)
-    mean: np.ndarray | None = None  # (features,) the head trained on (x - mean) / std; None = raw features
-    std: np.ndarray | None = None  # (features,)
-
-
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    """labels 0 (HEM) / 1 (ALL) -> float32 (n, 2) one-hot [HEM, ALL]."""
-    labels = np.asarray(labels, dtype=np.int64)
-    return np.eye(2, dtype=np.float32)[labels]
-
-
-def class_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-image weights n / (2 * n_class): each class weighs n / 2 in total, whatever its size."""
-    labels = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(labels, minlength=2).astype(np.float64)
-    return (len(labels) / (2.0 * np.maximum(counts, 1)))[labels].astype(np.float32)
 
 
 def _compile(model, config: StudyConfig, learning_rate: float | None = None, loss_scale: bool = False) -> None:
@@ -90,7 +66,8 @@ def _history_frame(history) -> tuple[pd.DataFrame, int]:
 
 
 def train_head(
-    train_feats: np.ndarray, train_labels: np.ndarray, val_feats: np.ndarray, val_labels: np.ndarray, config: StudyConfig
+    train_feats: np.ndarray, train_labels: np.ndarray, val_feats: np.ndarray, val_labels: np.ndarray,
+    config: StudyConfig,
 ) -> HeadResult:
     """Fit Dropout -> Dense(2, sigmoid) on pooled features.
 
@@ -100,7 +77,8 @@ def train_head(
     keras.utils.set_random_seed(config.seed)
     views = config.orientations if config.flip else 1
     if train_feats.shape[1] < views:
-        raise ValueError(f"train_feats holds {train_feats.shape[1]} views; flip with orientations={views} needs {views}")
+        raise ValueError(
+            f"train_feats holds {train_feats.shape[1]} views; flip with orientations={views} needs {views}")
     train_feats = train_feats[:, :views]
     n, views, dim = train_feats.shape
     if config.standardize:
@@ -133,53 +111,15 @@ def train_head(
                       mean.astype(np.float32), std.astype(np.float32))
 
 
-def fold_standardisation(kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray):
-    """Dense weights for standardised features -> the same Dense on raw ones: W'x + b' == W((x - mean) / std) + b."""
-    return kernel / std[:, None], bias - (mean / std) @ kernel
-
-
 def install_head(classifier, head: HeadResult) -> None:
     classifier.get_layer(HEAD_DENSE).set_weights([head.kernel, head.bias])
-
-
-def head_probabilities(feats: np.ndarray, head: HeadResult) -> np.ndarray:
-    """P(ALL) of the head (dropout off) for each view: feats (n, views, features) -> (n, views)."""
-    with np.errstate(over="ignore"):  # a huge logit gives exactly 0 or 1, as the model does
-        out = [
-            # The classifier's output at inference is sigmoid(features @ W + b); one view at a time.
-            p_all(1.0 / (1.0 + np.exp(-(feats[:, v].astype(np.float64) @ head.kernel + head.bias))))
-            for v in range(feats.shape[1])
-        ]
-    return np.stack(out, axis=1) if out else np.zeros((len(feats), 0))
-
-
-def choose_threshold(labels: np.ndarray, prob_all: np.ndarray) -> float:
-    """The P(ALL) threshold that maximises balanced accuracy (Youden's J = TPR - FPR) on these predictions.
-
-    Give it the training split's predictions, never the validation split's: a threshold chosen on
-    the data it is then scored on flatters the score. The threshold lies halfway between the
-    lowest score called ALL and the next lower one, so it does not sit on a training example.
-    One class only, or nothing better than chance: 0.5, with a warning.
-    """
-    y = np.asarray(labels, dtype=int)
-    p = np.asarray(prob_all, dtype=np.float64)
-    if len(set(y.tolist())) < 2:
-        log.warning("threshold: the training split holds one class only; keeping 0.5")
-        return 0.5
-    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)  # thresholds: descending scores, [0] = inf
-    j = tpr - fpr
-    best = int(np.argmax(j))
-    if j[best] <= 0:
-        log.warning("threshold: no threshold beats chance on the training predictions; keeping 0.5")
-        return 0.5
-    lower = thresholds[best + 1] if best + 1 < len(thresholds) else thresholds[best]
-    return float((thresholds[best] + lower) / 2)
 
 
 class FeatureEpochs(keras.utils.PyDataset):
     """Batches of (features, one-hot[, sample weights]); each epoch a new order and, per image, one of `views`."""
 
-    def __init__(self, feats: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, views: int, weights: np.ndarray | None = None):
+    def __init__(self, feats: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, views: int,
+                 weights: np.ndarray | None = None):
         super().__init__()
         self.feats, self.targets, self.batch_size, self.views, self.weights = feats, targets, batch_size, views, weights
         self.rng = np.random.default_rng(seed)
@@ -204,7 +144,8 @@ class FeatureEpochs(keras.utils.PyDataset):
 
 
 def fit_on_images(
-    classifier, x_train: np.ndarray, train_labels: np.ndarray, x_val: np.ndarray, val_labels: np.ndarray, config: StudyConfig
+    classifier, x_train: np.ndarray, train_labels: np.ndarray, x_val: np.ndarray, val_labels: np.ndarray,
+    config: StudyConfig,
 ) -> tuple[pd.DataFrame, int]:
     """The ordinary Keras loop: model.fit on preprocessed images with random horizontal flips.
 
@@ -247,23 +188,14 @@ def unfreeze_top(classifier, first_layer: str) -> int:
     return int(sum(np.prod(w.shape) for w in classifier.trainable_weights))
 
 
-def color_jitter(batch: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """uint8 (n, h, w, 3) -> float32 0-255: per image, channel gains and a brightness in [1-s, 1+s].
-
-    Multiplicative, so the black background stays black, as in every C-NMC frame.
-    """
-    n = len(batch)
-    gain = rng.uniform(1 - strength, 1 + strength, (n, 1, 1, 3)) * rng.uniform(1 - strength, 1 + strength, (n, 1, 1, 1))
-    return np.clip(batch.astype(np.float32) * gain.astype(np.float32), 0, 255)
-
-
 class ImageEpochs(keras.utils.PyDataset):
     """Batches of preprocessed images (x, one-hot[, sample weights]) decoded from disk batch by batch.
 
     x: float32 (batch, size, size, 3) after `images.preprocess`. With `augment`, each epoch has a
     new order, and each image is shown as one of its first `views` orientations, colour-jittered
     by `jitter`; the random draws depend only on (seed, epoch, batch), so a run is reproducible.
-    Without it, images come in order, as they are (validation).
+    Without it, images come in order, as they are (validation). The images of a batch are decoded
+    by one thread pool, kept for the object's life; `close()` ends it.
     """
 
     def __init__(
@@ -274,7 +206,7 @@ class ImageEpochs(keras.utils.PyDataset):
         self.paths, self.targets, self.weights = list(paths), one_hot(labels), weights
         self.size, self.mode, self.batch_size = size, preprocess_mode, batch_size
         self.seed, self.augment, self.views, self.jitter = seed, augment, views, jitter
-        self.workers = max(2, min(8, os.cpu_count() or 2))
+        self.pool = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)))
         self.epoch = 0
         self._order()
 
@@ -287,8 +219,7 @@ class ImageEpochs(keras.utils.PyDataset):
 
     def __getitem__(self, i: int):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            batch = np.stack(list(pool.map(lambda j: load_for_model(self.paths[j], self.size), idx)))
+        batch = np.stack(list(self.pool.map(lambda j: load_for_model(self.paths[j], self.size), idx)))
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             views = rng.integers(0, self.views, size=len(idx))
@@ -303,6 +234,9 @@ class ImageEpochs(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._order()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 class _Standardize(keras.layers.Layer):
@@ -339,12 +273,13 @@ def _trainer(classifier, head: HeadResult, dropout: float):
 
 def finetune(
     classifier, head: HeadResult, first_layer: str, preprocess_mode: str, size: int,
-    train_paths: Sequence[str | Path], train_labels: np.ndarray, val_paths: Sequence[str | Path], val_labels: np.ndarray,
+    train_paths: Sequence[str | Path], train_labels: np.ndarray, val_paths: Sequence[str | Path],
+    val_labels: np.ndarray,
     config: StudyConfig, on_epoch: Callable[[int], None] | None = None, replicas: int = 1,
 ) -> tuple[pd.DataFrame, int]:
     """Train `first_layer` onwards (and the head) on images at `finetune_learning_rate`, then refreeze.
 
-    Call it under the strategy's scope (`compute.scope`) when there is one: each of the
+    Call it under the strategy's scope (`runtime.scope`) when there is one: each of the
     `replicas` takes `batch_size` images, so the global batch is `batch_size x replicas`.
 
     `head` is the head stage's result, installed in `classifier`: fine-tuning continues from it
@@ -370,14 +305,19 @@ def finetune(
                         augment=True, views=views, jitter=config.color_jitter, weights=weights)
     val = ImageEpochs(val_paths, val_labels, size, preprocess_mode, batch)
     start_weights = model.get_weights()
-    start_loss = float(model.evaluate(val, verbose=0, return_dict=True)["loss"])
     callbacks = _callbacks(config)
     if on_epoch:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1)))
-    history = model.fit(train, validation_data=val, epochs=config.finetune_epochs, callbacks=callbacks, verbose=0)
+    try:
+        start_loss = float(model.evaluate(val, verbose=0, return_dict=True)["loss"])
+        history = model.fit(train, validation_data=val, epochs=config.finetune_epochs, callbacks=callbacks, verbose=0)
+    finally:
+        train.close()
+        val.close()
     frame, best = _history_frame(history)
     if not frame["val_loss"].min() < start_loss:
-        log.info("fine-tuning did not lower the validation loss (%.4f at the start); keeping the head alone", start_loss)
+        log.info("fine-tuning did not lower the validation loss (%.4f at the start); keeping the head alone",
+                 start_loss)
         model.set_weights(start_weights)
         best = 0
     else:  # fold the standardisation back into the classifier's Dense: the paper's architecture again

@@ -15,6 +15,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Fixtures that train a study. Any test that uses one, directly or through another fixture, is `slow`:
+# `pytest -m "not slow"` (the lane for editing) trains nothing.
+TRAINING_FIXTURES = {"tiny_study"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def write_cell(path: Path, value: int = 120, side: int = 64, radius: int | None = None) -> Path:
     """A small RGB 'cell' (a bright disc on black) as BMP, enough for scanning tests."""

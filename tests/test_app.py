@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import shutil
+import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -18,40 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from cnmc_core import results
+from cnmc_core.dashboard import base, demo_build, overview
 from cnmc_core.registry import MODELS, PAPER_TABLE_I
+from cnmc_core.store import demo_build_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = {
-    "overview": "views/1_Overview.py",
-    "confusion": "views/2_Confusion_matrices.py",
-    "training": "views/3_Training_curves.py",
-    "curves": "views/4_Curves_and_calibration.py",
-    "gradcam": "views/5_Grad-CAM_gallery.py",
-    "classify": "views/6_Classify_a_cell.py",
-    "dataset": "views/7_Dataset.py",
-    "about": "views/8_About.py",
-}
+from .helpers import PAGES, a_cell_file, open_app, texts
 
 
-def open_app(page: str = "overview", query: dict | None = None) -> AppTest:
-    """app.py (the entry point, as `streamlit run` starts it), then `page` through its navigation."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
-    at.query_params.update(query or {})
-    at.run()
-    if page != "overview":
-        at.switch_page(PAGES[page]).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return "\n".join(e.value for e in elements)
-
-
-def plotly_specs(at: AppTest) -> list[dict]:
+def plotly_specs(at) -> list[dict]:
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
 
 
@@ -102,9 +78,10 @@ def empty_root(tmp_path, monkeypatch) -> Path:
 def test_every_page_renders_the_study_without_error(study, page):
     at = open_app(page)
     assert not at.error, texts(at.error)
-    assert at.title[0].value == {"overview": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
-                                 "curves": "Curves and calibration", "gradcam": "Grad-CAM gallery",
-                                 "classify": "Classify a cell", "dataset": "Dataset", "about": "About"}[page]
+    assert at.title[0].value == {
+        "overview": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
+        "curves": "Curves and calibration", "gradcam": "Grad-CAM gallery", "classify": "Classify a cell",
+        "dataset": "Dataset", "about": "About", "compare": "Compare"}[page]
     assert "Synthetic demo data" in texts(at.warning)  # the tiny study is synthetic: every page says so
     assert at.sidebar.selectbox(key="_w_study").value == study[1]
 
@@ -125,19 +102,19 @@ def test_overview_table_has_the_numbers_of_metrics_json_and_the_paper(study):
     root, name = study
     at = open_app()
     table = at.dataframe[1].value
-    ours = table[table["Source"] == results.OURS].set_index("Model")
-    assert list(ours.index) == [MODELS[k].name for k in ("vgg16", "efficientnet_b0")] + [results.ENSEMBLE_NAME]
+    ours = table[table["Source"] == base.OURS].set_index("Model")
+    assert list(ours.index) == [MODELS[k].name for k in ("vgg16", "efficientnet_b0")] + [base.ENSEMBLE_NAME]
     for key in ("vgg16", "efficientnet_b0"):
         m = metrics_json(root, name, key)
-        for field, label in results.METRICS.items():
+        for field, label in base.METRICS.items():
             assert ours.loc[MODELS[key].name, label] == pytest.approx(m[field])
         assert ours.loc[MODELS[key].name, "Best epoch"] == m["best_epoch"]
-    paper = table[table["Source"] == results.PAPER].set_index("Model")
+    paper = table[table["Source"] == base.PAPER].set_index("Model")
     assert paper.loc["VGG16", "Accuracy"] == PAPER_TABLE_I["vgg16"]["accuracy"]
     assert paper.loc["EfficientNetB0", "Recall"] == PAPER_TABLE_I["efficientnet_b0"]["recall"]
 
     at.toggle(key="_w_paper").set_value(False).run()
-    assert set(at.dataframe[1].value["Source"]) == {results.OURS}
+    assert set(at.dataframe[1].value["Source"]) == {base.OURS}
     assert at.query_params["paper"] == "0"
 
 
@@ -152,11 +129,11 @@ def test_overview_describes_the_study_and_marks_the_best(study):
     assert splits.loc["train", "images"] == summary["train"]["images"]
     assert splits.loc["val", "subjects"] == summary["val"]["subjects"]
 
-    view = results.overview(results.load_study(str(root), name))
+    view = overview.overview(base.load_study(str(root), name))
     best_auc = max(("vgg16", "efficientnet_b0"), key=lambda k: metrics_json(root, name, k)["roc_auc"])
     assert MODELS[best_auc].name in view.best["ROC AUC"]
     csv = pd.read_csv(io.StringIO(view.csv))
-    assert len(csv) == 5 and set(csv["Source"]) == {results.OURS, results.PAPER}  # 2 models, 2 paper rows, the ensemble
+    assert len(csv) == 5 and set(csv["Source"]) == {base.OURS, base.PAPER}  # 2 models, 2 paper rows, the ensemble
     assert at.get("download_button")
 
 
@@ -165,12 +142,12 @@ def test_a_broken_model_is_named_and_the_others_shown(broken_root, monkeypatch):
     for page in ("overview", "confusion", "curves"):
         at = open_app(page)
         warning = texts(at.warning)
-        assert "EfficientNetB0" in warning and "metrics.json is not valid" in warning
-        assert "ResNet50" in warning and "metrics.json is missing" in warning
+        assert "`EfficientNetB0`: `broken/models/efficientnet_b0/metrics.json: cannot be read" in warning
+        assert "`ResNet50`: `metrics.json is missing" in warning
         assert "`unreadable`" in warning  # a study whose study.json is broken is named too
         assert not at.error
     at = open_app()
-    assert list(at.dataframe[1].value.query("Source == @results.OURS")["Model"]) == ["VGG16", results.ENSEMBLE_NAME]
+    assert list(at.dataframe[1].value.query("Source == @base.OURS")["Model"]) == ["VGG16", base.ENSEMBLE_NAME]
 
 
 # ---- confusion matrices ------------------------------------------------------------------------
@@ -188,11 +165,11 @@ def test_confusion_matrices_counts_normalised_and_cell_images(study):
         assert np.allclose(np.array(heatmap["z"], dtype=float).sum(axis=1), 1.0)  # each true class is 100%
         assert "count" in heatmap["hovertemplate"] and "rate" in heatmap["hovertemplate"]
 
-    at.selectbox(key="cell").set_value(("ALL", "HEM")).run()
+    at.selectbox(key="quadrant").set_value(("ALL", "HEM")).run()
     assert at.metric[0].value == str(cm[1][0])  # false negatives of VGG16
     captions = [c for img in at.get("image") for c in img.captions]
-    assert len(captions) == min(cm[1][0], 24)
-    assert all(c.startswith("subject ") and "P(ALL)" in c for c in captions)
+    assert cm[1][0] > 0 and len(captions) == min(cm[1][0], 24)  # the folder it was trained from is trusted
+    assert all(c.startswith("subject `") and "P(ALL)" in c for c in captions)
 
 
 def test_settings_follow_the_user_across_pages_and_into_the_link(study):
@@ -213,7 +190,7 @@ def test_settings_follow_the_user_across_pages_and_into_the_link(study):
 @pytest.mark.parametrize("asked", ["../../etc", "no-such-study"])
 def test_a_bad_study_in_the_link_is_refused(study, asked):
     at = open_app(query={"study": asked})
-    assert "showing 'tiny'" in texts(at.warning)
+    assert f"The link asks for study `{asked}`" in texts(at.warning) and "showing `tiny`" in texts(at.warning)
     assert at.sidebar.selectbox(key="_w_study").value == "tiny"
 
 
@@ -244,7 +221,8 @@ def test_threshold_slider_recomputes_the_matrix_and_metrics(study):
     assert shown["Accuracy"] == f"{accuracy:.3f}"
     matrix = plotly_specs(at)[-1]["data"][0]["z"]
     assert np.allclose(np.array(matrix).sum(axis=1), 1.0)
-    assert int(called.sum()) == sum(int(t.split("<br>")[0]) for row in plotly_specs(at)[-1]["data"][0]["text"] for t in row[1:])
+    text = plotly_specs(at)[-1]["data"][0]["text"]  # "count<br>rate" per quadrant
+    assert int(called.sum()) == sum(int(t.split("<br>")[0]) for row in text for t in row[1:])
 
 
 # ---- dataset, shells, classify -------------------------------------------------------------------
@@ -266,8 +244,7 @@ def test_classify_shell_and_upload(study):
     root, name = study
     at = open_app("classify")
     assert "Research use only" in texts(at.warning)
-    data = results.load_study(str(root), name)
-    cell = Path(data.data_path) / data.predictions["vgg16"]["path"][0]
+    cell = a_cell_file(root, name)
     at.file_uploader(key="upload").set_value((cell.name, cell.read_bytes(), "image/bmp")).run()
     assert not at.exception and not at.error, texts(at.error)
     assert at.metric[0].value in ("ALL", "HEM")
@@ -281,46 +258,37 @@ def test_classify_shell_and_upload(study):
 
 def test_gradcam_shell_lists_the_layers(study):
     at = open_app("gradcam")
-    assert list(at.dataframe[0].value["Grad-CAM layer"]) == [MODELS["vgg16"].gradcam_layer, MODELS["efficientnet_b0"].gradcam_layer]
+    layers = [MODELS["vgg16"].gradcam_layer, MODELS["efficientnet_b0"].gradcam_layer]
+    assert list(at.dataframe[0].value["Grad-CAM layer"]) == layers
 
 
 # ---- building the demo -------------------------------------------------------------------------------
 
-def test_progress_events_read_as_words():
-    fraction, text = results.describe_progress(
-        {"stage": "features", "model": "vgg16", "index": 1, "count": 4, "split": "train", "done": 267, "total": 534})
-    assert fraction == pytest.approx((1 + 0.75 * 0.5) / 4) and "VGG16" in text and "2 of 4" in text
-    assert results.describe_progress({"stage": "done"}) == (1.0, "done")
-    assert results.describe_progress(None)[0] == 0.0
-
-
 def test_a_build_that_dies_is_reported_with_its_last_words(tmp_path):
-    import subprocess
-
-    folder = tmp_path / results.DEMO_DIR
+    folder = demo_build_dir(tmp_path)
     folder.mkdir()
     (folder / "build.log").write_text("writing synthetic cells …\nerror: no space left on device\n")
     dead = subprocess.Popen(["true"])
     dead.wait()
     (folder / "pid").write_text(str(dead.pid))
-    status = results.demo_build_status(str(tmp_path))
+    status = demo_build.demo_build_status(str(tmp_path))
     assert status.state == "failed" and "no space left on device" in status.text
     (folder / "progress.json").write_text(json.dumps({"stage": "done"}))
-    assert results.demo_build_status(str(tmp_path)).state == "done"
+    assert demo_build.demo_build_status(str(tmp_path)).state == "done"
 
 
 def test_the_button_builds_the_demo_in_another_process(empty_root, demo_data, monkeypatch):
     """The real CLI in its own process (small and fast: the test's synthetic data, 32 px, 1 epoch)."""
     fast = ("--data", str(demo_data), "--models", "vgg16", "--input-size", "32", "--epochs", "1")
-    monkeypatch.setattr(results, "start_demo_build", partial(results.start_demo_build, extra_args=fast))
+    monkeypatch.setattr(demo_build, "start_demo_build", partial(demo_build.start_demo_build, extra_args=fast))
     at = open_app()
     next(b for b in at.button if b.label == "Build the demo study").click().run()
     (progress,) = at.get("progress")  # the build has just started: the page shows how far it is
     assert progress.proto.text.startswith("Building the demo study")
     deadline = time.monotonic() + 120
-    while (status := results.demo_build_status(str(empty_root))).state == "running" and time.monotonic() < deadline:
+    while (status := demo_build.demo_build_status(str(empty_root))).state == "running" and time.monotonic() < deadline:
         time.sleep(0.5)
     assert status.state == "done", status.text
     at = open_app()
     assert at.sidebar.selectbox(key="_w_study").value == "demo"
-    assert list(at.dataframe[1].value.query("Source == @results.OURS")["Model"]) == ["VGG16"]
+    assert list(at.dataframe[1].value.query("Source == @base.OURS")["Model"]) == ["VGG16"]

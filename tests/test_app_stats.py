@@ -23,12 +23,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cnmc_core import results
+from cnmc_core.dashboard import base, comparison, overview
 from cnmc_core.stats import reliability
 
-from .test_app import PAGES, ROOT, texts
+from .helpers import PAGES, ROOT, texts
 
-COMPARE = "views/9_Compare.py"
+COMPARE = PAGES["compare"]
 KEYS = ("vgg16", "efficientnet_b0", "ensemble")
 # The hand-written comparison of study `three`: only the first pair has a Holm-adjusted p below 0.05
 # (0.05 itself is not below it).
@@ -101,6 +101,10 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
 
 
+def colour_bar_title(figure: dict) -> str | None:
+    return figure["data"][0].get("colorbar", {}).get("title", {}).get("text")
+
+
 def array(x) -> np.ndarray:
     """A plotly array (plain list, or a typed array {"dtype", "bdata", "shape"}) as numpy."""
     if isinstance(x, dict) and "bdata" in x:
@@ -118,11 +122,11 @@ def metrics_of(root: Path, study: str, key: str) -> dict:
 def test_overview_shows_the_ensemble_row_and_the_new_metrics_as_saved(root):
     at = open_page(PAGES["overview"], "tiny")
     table = at.dataframe[1].value
-    ours = table[table["Source"] == results.OURS].set_index("Model")
-    assert list(ours.index) == ["VGG16", "EfficientNetB0", results.ENSEMBLE_NAME]
+    ours = table[table["Source"] == base.OURS].set_index("Model")
+    assert list(ours.index) == ["VGG16", "EfficientNetB0", base.ENSEMBLE_NAME]
     for key, name in zip(KEYS, ours.index):
         m = metrics_of(root, "tiny", key)
-        for field, label in {**results.METRICS, **results.LOWER_IS_BETTER}.items():
+        for field, label in {**base.METRICS, **base.LOWER_IS_BETTER}.items():
             assert ours.loc[name, label] == pytest.approx(m[field]), (key, field)
     assert {"Weighted F1", "ECE", "Brier"} <= set(table.columns)
     assert "VGG16, EfficientNetB0" in texts(at.caption)  # what the ensemble averages
@@ -135,18 +139,19 @@ def test_the_interval_of_a_metric_is_its_ci95(root):
         if metric != "roc_auc":
             at.selectbox(key="_w_metric").set_value(metric).run()
             assert at.query_params["metric"] == metric
-        (chart,) = [f for f in figures(at) if f["data"][0]["name"].startswith(results.OURS)]
+        (chart,) = [f for f in figures(at) if f["data"][0]["name"].startswith(base.OURS)]
         dots = chart["data"][0]
         x, plus, minus = array(dots["x"]), array(dots["error_x"]["array"]), array(dots["error_x"]["arrayminus"])
-        assert list(dots["y"]) == ["VGG16", "EfficientNetB0", results.ENSEMBLE_NAME]
+        assert list(dots["y"]) == ["VGG16", "EfficientNetB0", base.ENSEMBLE_NAME]
         for i, key in enumerate(KEYS):
             m = metrics_of(root, "tiny", key)
             low, high = m["ci95"][metric]
             assert x[i] == pytest.approx(m[metric])
             assert (x[i] - minus[i], x[i] + plus[i]) == pytest.approx((low, high))
-    csv = pd.read_csv(io.StringIO(results.overview(results.load_study(str(root), "tiny")).csv))
-    row = csv[(csv["Model"] == results.ENSEMBLE_NAME)].iloc[0]
-    assert (row["ROC AUC 95% low"], row["ROC AUC 95% high"]) == pytest.approx(tuple(metrics_of(root, "tiny", "ensemble")["ci95"]["roc_auc"]))
+    csv = pd.read_csv(io.StringIO(overview.overview(base.load_study(str(root), "tiny")).csv))
+    row = csv[(csv["Model"] == base.ENSEMBLE_NAME)].iloc[0]
+    saved = metrics_of(root, "tiny", "ensemble")["ci95"]["roc_auc"]
+    assert (row["ROC AUC 95% low"], row["ROC AUC 95% high"]) == pytest.approx(tuple(saved))
 
 
 # ---- curves: the ensemble is drawn, calibration is the saved bins ------------------------------------
@@ -155,8 +160,8 @@ def test_curves_draw_the_ensemble_and_the_saved_reliability_bins(root):
     at = open_page(PAGES["curves"], "tiny")
     by_name = {t["name"]: t for f in figures(at) for t in f["data"] if "name" in t}
     auc = metrics_of(root, "tiny", "ensemble")["roc_auc"]
-    assert f"{results.ENSEMBLE_NAME} (AUC {auc:.3f})" in by_name
-    for key, name in zip(KEYS, ("VGG16", "EfficientNetB0", results.ENSEMBLE_NAME)):
+    assert f"{base.ENSEMBLE_NAME} (AUC {auc:.3f})" in by_name
+    for key, name in zip(KEYS, ("VGG16", "EfficientNetB0", base.ENSEMBLE_NAME)):
         m = metrics_of(root, "tiny", key)
         trace = by_name[f"{name} (ECE {m['ece']:.3f})"]
         bins = [b for b in m["reliability"] if b["count"]]
@@ -176,7 +181,7 @@ def test_curves_draw_the_ensemble_and_the_saved_reliability_bins(root):
 def test_compare_matrix_has_the_p_values_and_marks_the_significant_pairs(root):
     at = open_page(COMPARE, "three")
     assert at.title[0].value == "Compare"
-    (heatmap,) = [f["data"][0] for f in figures(at) if f["data"][0].get("colorbar", {}).get("title", {}).get("text") == "p (Holm)"]
+    (heatmap,) = [f["data"][0] for f in figures(at) if colour_bar_title(f) == "p (Holm)"]
     names = list(heatmap["y"])
     assert names == ["VGG16", "EfficientNetB0", "ResNet50"] and list(heatmap["x"]) == names
     z, text = array(heatmap["z"]).astype(float), heatmap["text"]
@@ -201,16 +206,17 @@ def test_compare_shows_reliability_diagrams_and_the_hardest_subjects(root):
     at = open_page(COMPARE, "tiny")
     (grid,) = [f for f in figures(at) if any(t["type"] == "bar" for t in f["data"])]
     titles = [a["text"] for a in grid["layout"]["annotations"]]
-    for key, name in zip(KEYS, ("VGG16", "EfficientNetB0", results.ENSEMBLE_NAME)):
+    for key, name in zip(KEYS, ("VGG16", "EfficientNetB0", base.ENSEMBLE_NAME)):
         assert f"{name} · ECE {metrics_of(root, 'tiny', key)['ece']:.3f}" in titles
     vgg = next(t for t in grid["data"] if t["type"] == "bar" and t["name"] == "VGG16")
     bins = [b for b in metrics_of(root, "tiny", "vgg16")["reliability"] if b["count"]]
     assert array(vgg["y"]).astype(float) == pytest.approx([b["fraction_all"] for b in bins])
 
-    (subjects,) = [f["data"][0] for f in figures(at) if f["data"][0].get("colorbar", {}).get("title", {}).get("text") == "called right"]
-    assert list(subjects["x"]) == ["VGG16", "EfficientNetB0", results.ENSEMBLE_NAME]
+    (subjects,) = [f["data"][0] for f in figures(at) if colour_bar_title(f) == "called right"]
+    assert list(subjects["x"]) == ["VGG16", "EfficientNetB0", base.ENSEMBLE_NAME]
     z = array(subjects["z"]).astype(float)
-    saved = {k: pd.read_csv(root / "tiny" / "models" / k / "subjects.csv", dtype={"subject": str}).set_index("subject") for k in KEYS}
+    saved = {k: pd.read_csv(root / "tiny" / "models" / k / "subjects.csv", dtype={"subject": str}).set_index("subject")
+             for k in KEYS}
     shown = [label.split(" (")[0] for label in subjects["y"]]
     assert sorted(shown) == sorted(saved["vgg16"].index)
     for row, subject in enumerate(shown):
@@ -234,33 +240,34 @@ def test_two_studies_side_by_side_show_both_studies_numbers(root):
     assert (vgg["other 95% low"], vgg["other 95% high"]) == pytest.approx((0.701, 0.843))
     assert (vgg["tiny 95% low"], vgg["tiny 95% high"]) == pytest.approx(tuple(mine["ci95"]["roc_auc"]))
     assert vgg["other − tiny"] == pytest.approx(0.777 - mine["roc_auc"])
-    assert vgg[results.PAIRED_P] == pytest.approx(1.0)  # the same calls on the same cells
+    assert vgg[comparison.PAIRED_P] == pytest.approx(1.0)  # the same calls on the same cells
     (chart,) = [f for f in figures(at) if f["layout"].get("legend", {}).get("title", {}).get("text") == "Study"]
     assert [t["name"] for t in chart["data"]] == ["tiny", "other"]
     assert array(chart["data"][1]["x"]).astype(float)[0] == pytest.approx(0.777)  # VGG16 in `other`
 
     at.selectbox(key="_w_versus_metric").set_value("ece").run()
     table = next(d.value for d in at.dataframe if "Model" in d.value and "tiny" in d.value)
-    assert table.set_index("Model").loc[results.ENSEMBLE_NAME, "other"] == pytest.approx(metrics_of(root, "other", "ensemble")["ece"])
+    ece = metrics_of(root, "other", "ensemble")["ece"]
+    assert table.set_index("Model").loc[base.ENSEMBLE_NAME, "other"] == pytest.approx(ece)
 
 
 def test_statistics_older_than_a_model_ask_to_be_recomputed(root):
-    data = results.load_study(str(root), "three")
-    assert results.stats_note(data) == ""
+    data = base.load_study(str(root), "three")
+    assert base.stats_note(data) == ""
     data.comparison = data.comparison[data.comparison["model_b"] != "resnet50"]  # as if ResNet50 finished later
-    assert "computed before the latest models" in results.stats_note(data)
-    assert "python -m cnmc_core stats --study three" in results.stats_note(data)
+    assert "computed before the latest models" in base.stats_note(data)
+    assert "python -m cnmc_core stats --study three" in base.stats_note(data)
 
 
 # ---- a study made before statistics existed --------------------------------------------------------
 
-@pytest.mark.parametrize("page", [*PAGES.values(), COMPARE])
+@pytest.mark.parametrize("page", list(PAGES.values()))
 def test_a_study_without_statistics_renders_and_says_how_to_compute_them(root, page):
     at = open_page(page, "old")
     if page in (PAGES["overview"], COMPARE):
         assert f"python -m cnmc_core stats --study old --artifacts {root}" in texts(at.info)
     if page == PAGES["overview"]:
-        ours = at.dataframe[1].value.query("Source == @results.OURS")
+        ours = at.dataframe[1].value.query("Source == @base.OURS")
         assert list(ours["Model"]) == ["VGG16", "EfficientNetB0"]  # no ensemble row
         assert ours["ECE"].isna().all() and ours["Accuracy"].notna().all()
     if page == PAGES["curves"]:  # calibration from the predictions, by the same function that saves the bins

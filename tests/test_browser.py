@@ -7,23 +7,16 @@ uploaded cell must get a prediction.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_pages import CHROMIUM, PAGES, browser, serve, wait_rendered
-from cnmc_core import results
+from benchmarks.bench_pages import PAGES, browser, serve, wait_rendered
 
-if os.environ.get("CI") and not Path(CHROMIUM).exists():
-    # CI installs Chromium (scripts/test.sh); a missing browser there must fail, not skip quietly.
-    raise RuntimeError(f"{CHROMIUM} is missing in CI: scripts/test.sh should have installed it")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: `apt-get install -y chromium`"),
-]
-pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed: pip install -r requirements-dev.txt")
+from .helpers import a_cell_file, chromium_marks
+
+pytestmark = chromium_marks("sync_api")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +68,8 @@ def test_confusion_matrix_switches_to_row_normalised_and_stays(page):
     wait_rendered(page)
     # The chart draws after the page reports rendered; wait for it (times out, failing, if it shows counts).
     page.wait_for_function(
-        "() => { const c = document.querySelector('[data-testid=\"stPlotlyChart\"]'); return c && c.innerText.includes('%'); }",
+        "() => { const c = document.querySelector('[data-testid=\"stPlotlyChart\"]');"
+        " return c && c.innerText.includes('%'); }",
         timeout=15000,
     )
     assert "%" in page.locator('[data-testid="stPlotlyChart"]').first.inner_text()
@@ -84,8 +78,7 @@ def test_confusion_matrix_switches_to_row_normalised_and_stays(page):
 
 def test_an_uploaded_cell_gets_a_prediction(page, tiny_study):
     root, name = tiny_study
-    data = results.load_study(str(root), name)
-    cell = Path(data.data_path) / data.predictions["vgg16"]["path"][0]
+    cell = a_cell_file(Path(root), name)
     visit(page, "classify")
     assert "Research use only" in page.locator('[data-testid="stMain"]').inner_text()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(cell))

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from .conftest import ROOT
+from .helpers import cli
 
 METRIC_KEYS = {"accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "threshold", "confusion_matrix"}
-
-
-def cli(*args, env=None, check=False, timeout=900):
-    e = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cnmc_core", *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=e, check=check, timeout=timeout)
 
 
 TRAIN_ARGS = ("--weights", "none", "--models", "vgg16,efficientnet_b0", "--input-size", "75", "--epochs", "3", "--preset", "paper_std")
@@ -126,11 +118,14 @@ def test_studies_lists_the_study_with_its_models(trained):
         (("train", "--data", "{data}", "--models", "inception_v3", "--input-size", "64"), "below InceptionV3's minimum of 75"),
         (("train", "--data", "{empty}"), "no C-NMC images found"),
         (("train", "--data", "{data}", "--weights", "{empty}", "--models", "vgg16"), "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-        (("train", "--data", "{data}", "--preset", "fast"), "--preset must be one of"),
+        (("train", "--data", "{data}", "--preset", "fast"), "argument --preset: invalid choice: 'fast'"),
         (("train", "--data", "{data}", "--study", "../escape"), "study name '../escape' is not allowed"),
         (("train",), "--data"),
         (("predict", "--study", "nothing", "--artifacts", "{empty}", "x.bmp"), "no study 'nothing'"),
         (("frobnicate",), "invalid choice"),
+        # the hint names the command's own help, not a command that does not exist
+        (("predict", "--study", "demo", "x.png", "--bogus"), "--bogus (see `python -m cnmc_core predict --help`)"),
+        (("--bogus",), "--bogus (see `python -m cnmc_core --help`)"),
     ],
 )
 def test_bad_arguments_give_exit_2_and_one_error_line(args, needle, demo_data, tmp_path):

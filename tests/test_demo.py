@@ -10,16 +10,18 @@ import pytest
 
 from cnmc_core.registry import MODELS
 
-from .test_cli import cli
+from .helpers import cli
+
+BUDGET_S = 10 * 60  # the README measures about 2 minutes on 2 idle cores; a busy CI machine gets 5 times that
 
 
 @pytest.mark.slow
 def test_demo_runs_all_seven_models_well_above_chance(tmp_path):
     started = time.perf_counter()
-    r = cli("demo", "--artifacts", tmp_path, timeout=15 * 60)
+    r = cli("demo", "--artifacts", tmp_path, timeout=2 * BUDGET_S)  # (the hard stop, beyond the budget)
     elapsed = time.perf_counter() - started
     assert r.returncode == 0, r.stderr[-2000:]
-    assert elapsed < 15 * 60
+    assert elapsed < BUDGET_S, f"the demo took {elapsed:.0f} s"
     study = tmp_path / "demo"
     info = json.loads((study / "study.json").read_text())
     assert info["data"]["synthetic"] is True and info["config"]["weights"] == "none"

@@ -12,11 +12,19 @@ from cnmc_core import training
 from cnmc_core.config import ABLATION_STEPS, PRESETS, StudyConfig, ablation_configs, from_preset, model_config_hash
 from cnmc_core.dataset import scan
 from cnmc_core.features import FeatureCache, extract, orient
+from cnmc_core.head import (
+    HeadResult,
+    choose_threshold,
+    class_weights,
+    fold_standardisation,
+    head_probabilities,
+    one_hot,
+)
 from cnmc_core.images import load_for_model, preprocess
 from cnmc_core.models import HEAD_DENSE, base_fingerprint, build_classifier, feature_model, p_all
 from cnmc_core.registry import MODELS
 
-from .test_cli import cli
+from .helpers import cli
 
 # ---- registry -----------------------------------------------------------------------------------
 
@@ -127,15 +135,15 @@ def test_the_eight_views_are_the_symmetries_of_the_square_and_start_with_identit
 
 def test_class_weights_make_both_classes_count_equally():
     y = np.array([1] * 6 + [0] * 3)
-    w = training.class_weights(y)
+    w = class_weights(y)
     assert w[y == 1].sum() == pytest.approx(w[y == 0].sum()) == pytest.approx(len(y) / 2)
     assert w[0] == pytest.approx(9 / 12) and w[-1] == pytest.approx(9 / 6)
 
 
 def test_feature_epochs_draw_every_orientation_and_pass_sample_weights():
     feats = np.arange(50 * 8, dtype=np.float32).reshape(50, 8, 1)  # value encodes (image, view)
-    y = training.one_hot(np.array([1] * 30 + [0] * 20))
-    w = training.class_weights(np.array([1] * 30 + [0] * 20))
+    y = one_hot(np.array([1] * 30 + [0] * 20))
+    w = class_weights(np.array([1] * 30 + [0] * 20))
     data = training.FeatureEpochs(feats, y, 10, seed=0, views=8, weights=w)
     seen = set()
     for _ in range(5):
@@ -165,10 +173,10 @@ def test_threshold_maximises_balanced_accuracy_on_the_given_predictions():
     for _ in range(20):
         y = rng.integers(0, 2, 60)
         p = np.clip(rng.normal(0.45 + 0.2 * y, 0.15), 0, 1)
-        t = training.choose_threshold(y, p)
+        t = choose_threshold(y, p)
         assert _balanced_accuracy(y, p, t) == pytest.approx(_best_balanced_accuracy(y, p))
         assert not np.any(p == t)  # between two scores, never on one
-    assert training.choose_threshold(np.ones(5, int), np.linspace(0, 1, 5)) == 0.5  # one class: the default
+    assert choose_threshold(np.ones(5, int), np.linspace(0, 1, 5)) == 0.5  # one class: the default
 
 
 # ---- the threshold never sees the validation split ------------------------------------------------
@@ -194,7 +202,7 @@ def _fake_features(sha1, label, views, is_val):
 
 
 def test_threshold_comes_from_the_training_split_never_from_validation(demo_data, tmp_path, monkeypatch):
-    from cnmc_core import features as features_module
+    from cnmc_core import study as study_module
     from cnmc_core.models import load_classifier
     from cnmc_core.study import run_study
 
@@ -204,14 +212,14 @@ def test_threshold_comes_from_the_training_split_never_from_validation(demo_data
         return np.stack([_fake_features(s, labels[s], views, "validation_data" in str(p)) for p, s in zip(paths, sha1s)])
 
     calls = []
-    real_choose = training.choose_threshold
+    real_choose = choose_threshold
 
     def spy(y, p):
         calls.append(np.asarray(y).copy())
         return real_choose(y, p)
 
-    monkeypatch.setattr(features_module, "extract", fake_extract)
-    monkeypatch.setattr(training, "choose_threshold", spy)
+    monkeypatch.setattr(study_module, "extract", fake_extract)  # (the study calls features.extract by this name)
+    monkeypatch.setattr(study_module, "choose_threshold", spy)  # (the study's name for head.choose_threshold)
     config = from_preset("paper_std", models=("vgg16",), weights="none", input_size=32, epochs=8, seed=1,
                          learning_rate=0.01, orientations=8, tta=True, threshold="train", class_weight=True)
     run_study(demo_data, config, root=tmp_path, name="thr")
@@ -271,11 +279,11 @@ def test_tta_on_images_equals_tta_on_cached_features(demo_data, tmp_path):
     np.testing.assert_allclose(feats[:, :2], two, rtol=1e-4, atol=1e-6)  # views 0 and 1 as before
     assert np.load(cache.path(sha1s[0])).shape == (8, spec.features)  # the 2-view file was redone with 8
     rng = np.random.default_rng(0)
-    head = training.HeadResult(rng.normal(0, 1e3, (spec.features, 2)).astype(np.float32),
+    head = HeadResult(rng.normal(0, 1e3, (spec.features, 2)).astype(np.float32),
                                np.zeros(2, np.float32), pd.DataFrame(), 1)
     training.install_head(clf, head)
     on_images = training.predict_views(clf, paths, 32, spec.preprocess, 8, batch_size=4)
-    on_features = training.head_probabilities(feats, head)
+    on_features = head_probabilities(feats, head)
     np.testing.assert_allclose(on_images, on_features, atol=1e-3)
     img = load_for_model(paths[0], 32)[None]
     direct = p_all(clf.predict_on_batch(preprocess(np.rot90(img, 1, axes=(1, 2))[:, :, ::-1], spec.preprocess)))
@@ -289,7 +297,7 @@ def test_image_batches_jitter_colour_per_image_and_channel_and_keep_the_backgrou
         return training.ImageEpochs(paths, y, 48, "none", batch_size=4, seed=1, augment=True, views=8,
                                     jitter=jitter, weights=weights)[0]
 
-    x, t, w = first_batch(0.2, training.class_weights(y))
+    x, t, w = first_batch(0.2, class_weights(y))
     assert x.shape == (4, 48, 48, 3) and len(t) == len(w) == 4
     np.testing.assert_array_equal(x, first_batch(0.2)[0])  # reproducible for a seed
     plain = first_batch(0.0)[0]  # the same images and orientations, no jitter
@@ -318,14 +326,14 @@ def test_the_finetuning_twin_is_the_classifier_with_the_head_stages_scaling_and_
     rng = np.random.default_rng(1)
     mean, std = pooled.mean(0), pooled.std(0) + 1e-6
     k_std, b_std = rng.normal(0, 1, (spec.features, 2)).astype(np.float32), np.zeros(2, np.float32)
-    head = training.HeadResult(*training.fold_standardisation(k_std, b_std, mean, std), pd.DataFrame(), 1, mean, std)
+    head = HeadResult(*fold_standardisation(k_std, b_std, mean, std), pd.DataFrame(), 1, mean, std)
     training.install_head(clf, head)
     twin, dense, _, _ = training._trainer(clf, head, 0.5)
     np.testing.assert_allclose(dense.get_weights()[0], k_std, rtol=1e-4, atol=1e-4)  # the head stage's own weights
     np.testing.assert_allclose(twin.predict_on_batch(x), clf.predict_on_batch(x), atol=1e-4)
     assert any(layer is clf.get_layer(spec.finetune_from) for layer in twin.layers)  # the base is shared
     dense.set_weights([rng.normal(0, 1, (spec.features, 2)).astype(np.float32), np.ones(2, np.float32)])
-    clf.get_layer(HEAD_DENSE).set_weights(list(training.fold_standardisation(*dense.get_weights(), mean, std)))
+    clf.get_layer(HEAD_DENSE).set_weights(list(fold_standardisation(*dense.get_weights(), mean, std)))
     np.testing.assert_allclose(twin.predict_on_batch(x), clf.predict_on_batch(x), atol=1e-4)
 
 
@@ -350,7 +358,7 @@ def test_finetuning_trains_the_top_block_and_leaves_batchnorm_and_the_rest_alone
     def snapshot(epoch):
         during.update(below=below.get_weights(), top=top.get_weights(), bn=[b.get_weights() for b in norms])
 
-    head = training.HeadResult(*[w for w in clf.get_layer(HEAD_DENSE).get_weights()], pd.DataFrame(), 1)
+    head = HeadResult(*[w for w in clf.get_layer(HEAD_DENSE).get_weights()], pd.DataFrame(), 1)
     history, best = training.finetune(clf, head, spec.finetune_from, spec.preprocess, 32, paths, y, paths, y, config, snapshot)
     assert list(history["epoch"]) == [1] and best in (0, 1)
     for a, b in zip(before["below"], during["below"]):

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import io
 import os
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image
 
-from cnmc_core import results
-
-from .test_app import ROOT, open_app, texts
+from .helpers import ROOT, a_cell_file, open_app, texts
 
 pytestmark = pytest.mark.slow  # they share the trained tiny study
 
@@ -54,8 +52,7 @@ def bmp(array: np.ndarray) -> bytes:
 
 
 def a_cell(root: Path, name: str) -> np.ndarray:
-    data = results.load_study(str(root), name)
-    return np.asarray(Image.open(Path(data.data_path) / data.predictions["vgg16"]["path"][0]).convert("RGB"))
+    return np.asarray(Image.open(a_cell_file(root, name)).convert("RGB"))
 
 
 def test_two_hundred_uploads_in_one_session_keep_memory_bounded(study):
@@ -110,7 +107,8 @@ def test_hostile_file_names_are_shown_as_text_and_nothing_is_written(study, tmp_
     before = sorted(p for p in Path(root).rglob("*"))
     cell = bmp(a_cell(root, name))
     at = open_app("classify")
-    files = [(n, cell, "image/png") for n in HOSTILE_NAMES] + [("evil<img src=x onerror=alert(1)>.png", b"no image", "image/png")]
+    files = [(n, cell, "image/png") for n in HOSTILE_NAMES]
+    files.append(("evil<img src=x onerror=alert(1)>.png", b"no image", "image/png"))
     at.file_uploader(key="upload").set_value(files).run()
     assert not at.exception, [e.value for e in at.exception]
 
@@ -120,7 +118,8 @@ def test_hostile_file_names_are_shown_as_text_and_nothing_is_written(study, tmp_
                         "``**bold** [link](javascript:alert(1)) :red[x] $x^2$ `tick`.png``", "`cell\ufffdgnp.bmp`",
                         "`evil<img src=x onerror=alert(1)>.png`"]
     assert [e.value for e in at.error] == [
-        "`evil<img src=x onerror=alert(1)>.png` cannot be classified: not an image file PIL can read (BMP, PNG, JPEG, TIFF…)"]
+        "`evil<img src=x onerror=alert(1)>.png` cannot be classified: "
+        "not an image file PIL can read (BMP, PNG, JPEG, TIFF…)"]
     assert not any(m.proto.allow_html for m in at.markdown)  # no element of the page lets raw HTML through
     # The table keeps the names as they came (text cells, not Markdown); the CSV cannot start a formula.
     assert list(at.dataframe[0].value["file"]) == [n for n, _, _ in files]

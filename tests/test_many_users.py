@@ -4,20 +4,11 @@ study's models loaded exactly once in the server (no race on the first load of t
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from benchmarks.bench_pages import CHROMIUM
+from .helpers import chromium_marks
 
-if os.environ.get("CI") and not Path(CHROMIUM).exists():
-    raise RuntimeError(f"{CHROMIUM} is missing in CI: scripts/test.sh should have installed it")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: `apt-get install -y chromium`"),
-]
-pytest.importorskip("playwright.async_api", reason="playwright (Python) is not installed: pip install -r requirements-dev.txt")
+pytestmark = chromium_marks("async_api")  # skips the module before load_users imports Playwright
 
 from benchmarks import load_users  # noqa: E402
 

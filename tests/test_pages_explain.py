@@ -1,8 +1,10 @@
-"""The Grad-CAM gallery and Classify pages, headless (AppTest, uploads through `at.file_uploader`), on the tiny study."""
+"""The Grad-CAM gallery and Classify pages, headless (AppTest, uploads through `at.file_uploader`), on the
+tiny study."""
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -10,12 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnmc_core import results
-from cnmc_core.explain import GALLERY_CELLS
+from cnmc_core.gallery import GALLERY_CELLS
 from cnmc_core.predict import Predictor
 from cnmc_core.store import StudyStore
 
-from .test_app import open_app, texts
+from .helpers import a_cell_file, open_app, texts
 
 pytestmark = pytest.mark.slow  # they share the trained tiny study
 
@@ -34,25 +35,27 @@ def png(img: Image.Image) -> bytes:
 
 
 def captions(at) -> list[str]:
-    return [c for img in at.get("image") for c in img.captions]
+    """Image captions as read: a caption from the study's files is one code span; its backticks are dropped."""
+    return [c.strip("`") for img in at.get("image") for c in img.captions]
 
 
 def test_classify_page_takes_many_files_explains_each_and_reports_bad_ones(study):
     root, name = study
-    data = results.load_study(str(root), name)
-    cell_path = Path(data.data_path) / data.predictions["vgg16"]["path"][0]
+    cell_path = a_cell_file(root, name)
     cell = cell_path.read_bytes()
     smear = png(Image.fromarray(np.tile(np.asarray(Image.open(cell_path).convert("RGB"))[110:340, 110:340], (3, 3, 1))))
 
     at = open_app("classify")
     assert "Research use only" in texts(at.warning) and "not for diagnosis" in texts(at.warning)
     at.file_uploader(key="upload").set_value([
-        (cell_path.name, cell, "image/bmp"), ("notes.png", b"not an image at all", "image/png"), ("smear.png", smear, "image/png"),
+        (cell_path.name, cell, "image/bmp"), ("notes.png", b"not an image at all", "image/png"),
+        ("smear.png", smear, "image/png"),
     ]).run()
     assert not at.exception, [e.value for e in at.exception]
 
     # The bad file: one line in an error box; the others are still classified.
-    assert [e.value for e in at.error] == ["`notes.png` cannot be classified: not an image file PIL can read (BMP, PNG, JPEG, TIFF…)"]
+    assert [e.value for e in at.error] == [
+        "`notes.png` cannot be classified: not an image file PIL can read (BMP, PNG, JPEG, TIFF…)"]
     assert [m.value for m in at.metric] and all(m.value in ("ALL", "HEM") for m in at.metric) and len(at.metric) == 2
     # The smear field is flagged, and its prediction still shown.
     assert "does not look like the cells the models were trained on" in texts(at.warning)
@@ -97,7 +100,11 @@ def test_gallery_page_shows_one_cell_across_models_and_one_model_across_cells(st
     assert hem and all(c.startswith("true HEM") for c in hem)
     at.selectbox(key="gallery_outcome").set_value("wrong").run()
     wrong = [c for c in captions(at) if "P(ALL)" in c]
-    assert all("(wrong)" in c for c in wrong) or "No cell of the gallery" in texts(at.info)
+    index = json.loads((study[0] / study[1] / "gallery" / "index.json").read_text())
+    model = at.selectbox(key="_w_gallery_model").value
+    expected = [c for c in index["cells"] if c["label"] == "HEM" and not c["models"][model]["correct"]]
+    assert len(wrong) == len(expected) and all("(wrong)" in c for c in wrong)
+    assert ("No cell of the gallery" in texts(at.info)) == (not expected)
     assert len(at.dataframe[0].value) == 2  # the sanity table: one row per model
 
 

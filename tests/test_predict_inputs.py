@@ -49,7 +49,7 @@ def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
     return buf.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def png_bomb(side: int) -> bytes:
     """A real decompression bomb: a valid 1-bit PNG of side x side pixels, all zeros, about 100 KB per 10k side."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -93,7 +93,8 @@ def test_each_bad_file_gets_a_one_line_reason_and_the_next_upload_works(predicto
         for source in (data, _write(tmp_path / name, data)):  # an upload in memory, and a file on disk
             result = predictor.predict(source, name=name)
             assert set(result) == {"file", "error"} and result["file"] == name
-            assert reason in result["error"] and "\n" not in result["error"] and "Traceback" not in result["error"], result
+            error = result["error"]
+            assert reason in error and "\n" not in error and "Traceback" not in error, result
         assert_prediction(predictor.predict(good, name="next.png"))
 
 
@@ -254,17 +255,20 @@ def test_predict_command_prints_one_json_line_per_image_with_the_same_numbers(pr
     assert len(lines) == 2
     assert lines[0]["predictions"] == pytest.approx(predictor.predict(good)["predictions"], abs=1e-6)
     assert lines[0]["ood"]["warning"] is False
-    assert lines[1]["error"].startswith("8000x8000 pixels is too large") and "refused before decoding" in lines[1]["error"]
+    huge = lines[1]["error"]
+    assert huge.startswith("8000x8000 pixels is too large") and "refused before decoding" in huge
     assert "Traceback" not in r.stderr
 
 
-def test_the_reference_reuses_the_studys_cached_features_and_matches_a_fresh_forward_pass(tiny_study, tmp_path, monkeypatch):
+def test_the_reference_reuses_the_studys_cached_features_and_matches_a_fresh_forward_pass(
+    tiny_study, tmp_path, monkeypatch
+):
     import shutil
 
     import keras
 
     from cnmc_core.models import load_classifier
-    from cnmc_core.predict import build_reference
+    from cnmc_core.ood import build_reference
     from cnmc_core.store import read_npz
 
     store = StudyStore(*tiny_study)
@@ -282,5 +286,6 @@ def test_the_reference_reuses_the_studys_cached_features_and_matches_a_fresh_for
     build_reference(store, load=models.__getitem__)
     for key in TINY_MODELS:
         cached, fresh = read_npz(store.feature_reference(key)), read_npz(fresh_store.feature_reference(key))
-        np.testing.assert_allclose(cached["mean"], fresh["mean"], rtol=1e-4, atol=1e-6 * float(np.abs(fresh["mean"]).max()))
-        np.testing.assert_allclose(cached["scale"], fresh["scale"], rtol=1e-3, atol=1e-6 * float(np.abs(fresh["scale"]).max()))
+        for name, rtol in (("mean", 1e-4), ("scale", 1e-3)):
+            atol = 1e-6 * float(np.abs(fresh[name]).max())
+            np.testing.assert_allclose(cached[name], fresh[name], rtol=rtol, atol=atol, err_msg=f"{key} {name}")

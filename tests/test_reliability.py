@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from cnmc_core.store import StoreError, StudyStore, list_studies, remove_stale_temp_files
+from cnmc_core.disk import remove_stale_temp_files
+from cnmc_core.store import StoreError, StudyStore, list_studies
 
 from .conftest import ROOT, write_cell
-from .test_cli import cli
+from .helpers import cli
 
 ARGS = ("--weights", "none", "--input-size", "75", "--epochs", "2", "--preset", "paper_std")
 
@@ -170,31 +171,32 @@ def test_broken_artifacts_are_named_and_the_rest_still_works(tiny_study, tmp_pat
 def test_disk_full_mid_study_is_one_line_and_leaves_no_corrupt_study(demo_data, tmp_path, monkeypatch, capsys):
     import errno
 
-    from cnmc_core import cli, store
+    from cnmc_core import cli, disk
 
-    real_atomic_write = store._atomic_write
+    real_write_text = disk.write_text
 
     def full_disk(path, write):
         if path.name != "predictions.csv":
-            return real_atomic_write(path, write)
+            return real_write_text(path, write)
 
         def half_then_full(f):  # some bytes reach the temp file, then the disk is full
             f.write("path,subject,label,prob_all\n")
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-        return real_atomic_write(path, half_then_full)
+        return real_write_text(path, half_then_full)
 
-    monkeypatch.setattr(store, "_atomic_write", full_disk)
+    monkeypatch.setattr(disk, "write_text", full_disk)
     art = tmp_path / "art"
     args = ["train", "--data", str(demo_data), "--artifacts", str(art), "--study", "full", "--models", "efficientnet_b0", *ARGS]
     assert cli.main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "No space left on device" in err[0]
     study = art / "full"
-    assert json.loads((study / "study.json").read_text())["status"] == "running"  # still valid JSON
+    info = json.loads((study / "study.json").read_text())  # still valid JSON, and it says what happened
+    assert info["status"] == "failed" and "No space left on device" in info["error"]
     assert not (study / "models" / "efficientnet_b0" / "metrics.json").exists()  # not marked complete
     assert [p for p in study.rglob("*") if p.name.startswith(".")] == []  # no temp file left behind
 
-    monkeypatch.setattr(store, "_atomic_write", real_atomic_write)  # space again: the same command finishes
+    monkeypatch.setattr(disk, "write_text", real_write_text)  # space again: the same command finishes
     assert cli.main(args) == 0
     assert json.loads((study / "study.json").read_text())["status"] == "complete"

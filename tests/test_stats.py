@@ -12,8 +12,15 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from cnmc_core.evaluation import classification_metrics
 from cnmc_core.stats import (
-    bootstrap_weights, compare_models, holm, mcnemar_exact, metric_cis, per_subject, reliability,
-    weighted_auc, weighted_metrics,
+    bootstrap_weights,
+    compare_models,
+    holm,
+    mcnemar_exact,
+    metric_cis,
+    per_subject,
+    reliability,
+    weighted_auc,
+    weighted_metrics,
 )
 
 

@@ -4,16 +4,19 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from cnmc_core import results
+from cnmc_core.dashboard import base
+from cnmc_core.dashboard import curves as curves_view
 from views import _ui as ui
 
 DASH = {"train": "solid", "validation": "dash"}
 
 
-def figure(curves: results.Curves, shown: list[str]) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (binary cross-entropy)", "Accuracy"), horizontal_spacing=0.08)
+def figure(curves: curves_view.Curves, shown: list[str]) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (binary cross-entropy)", "Accuracy"),
+                        horizontal_spacing=0.08)
     for col, metric in enumerate(("loss", "accuracy"), start=1):
-        for (model, split), part in curves.frame[curves.frame["metric"] == metric].groupby(["Model", "split"], sort=False):
+        of_metric = curves.frame[curves.frame["metric"] == metric]
+        for (model, split), part in of_metric.groupby(["Model", "split"], sort=False):
             if model not in shown:
                 continue
             fig.add_trace(go.Scatter(
@@ -24,9 +27,10 @@ def figure(curves: results.Curves, shown: list[str]) -> go.Figure:
         best = curves.best[curves.best["Model"].isin(shown)]
         fig.add_trace(go.Scatter(
             x=best["epoch"], y=best[metric], mode="markers", name="kept (best) epoch", legendgroup="best",
-            showlegend=col == 1, marker={"symbol": "star", "size": 14, "color": [ui.model_color(m) for m in best["Model"]],
-                                         "line": {"width": 1, "color": "black"}},
-            customdata=best["Model"], hovertemplate=f"%{{customdata}}: kept epoch %{{x}}<br>validation {metric} %{{y:.3f}}<extra></extra>",
+            showlegend=col == 1, marker={"symbol": "star", "size": 14, "line": {"width": 1, "color": "black"},
+                                         "color": [ui.model_color(m) for m in best["Model"]]},
+            customdata=best["Model"],
+            hovertemplate=f"%{{customdata}}: kept epoch %{{x}}<br>validation {metric} %{{y:.3f}}<extra></extra>",
         ), row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_layout(height=480, margin={"t": 40, "b": 10}, legend={"orientation": "h", "y": -0.2})
@@ -35,8 +39,8 @@ def figure(curves: results.Curves, shown: list[str]) -> go.Figure:
 
 def page() -> None:
     data = ui.start("Training curves")
-    curves = ui.view(results.training_curves, data)
-    names = [results.model_name(k) for k in data.models]
+    curves = ui.view(curves_view.training_curves, data)
+    names = [base.model_name(k) for k in data.models]
     shown = st.multiselect("Models", names, default=names, key="curves_models")
     if not shown:
         st.info("Choose at least one model.")
@@ -44,8 +48,9 @@ def page() -> None:
     st.plotly_chart(figure(curves, shown), key="curves")
     st.caption("Solid: training; dashed: validation. The star marks the epoch whose weights were kept "
                "(lowest validation loss; early stopping restores it).")
-    st.dataframe(curves.best.rename(columns={"epoch": "Kept epoch", "loss": "Validation loss", "accuracy": "Validation accuracy"}),
-                 hide_index=True)
+    kept = curves.best.rename(columns={"epoch": "Kept epoch", "loss": "Validation loss",
+                                       "accuracy": "Validation accuracy"})
+    st.dataframe(kept, hide_index=True)
 
 
 ui.run(page)

@@ -4,17 +4,18 @@ model's results at any threshold; the ensemble of the models is drawn like a mod
 import plotly.graph_objects as go
 import streamlit as st
 
-from cnmc_core import results
+from cnmc_core.dashboard import base
+from cnmc_core.dashboard import curves as curves_view
 from views import _ui as ui
-
 
 AXES = {"fpr": "false positive rate (1 − specificity)", "tpr": "true positive rate (recall)",
         "recall": "recall (share of ALL cells found)", "precision": "precision (share of ALL calls that are ALL)"}
 RANGE = [-0.01, 1.01]
+DIAGONAL = {"color": "grey", "dash": "dot"}
 
 
 def line_style(model: str) -> dict:
-    if model == results.ENSEMBLE_NAME:
+    if model == base.ENSEMBLE_NAME:
         return {"color": ui.ENSEMBLE_COLOR, "dash": "dash"}
     return {"color": ui.model_color(model)}
 
@@ -27,7 +28,7 @@ def lines(frame, x: str, y: str, label: dict[str, float], what: str, diagonal: b
             line=line_style(model), hovertemplate=f"{model}<br>{x} %{{x:.3f}}<br>{y} %{{y:.3f}}<extra></extra>",
         ))
     if diagonal:
-        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"color": "grey", "dash": "dot"}))
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=DIAGONAL))
     fig.update_layout(height=420, margin={"t": 10, "b": 10}, legend={"orientation": "h", "y": -0.25},
                       xaxis={"range": RANGE, "title": AXES[x]}, yaxis={"range": RANGE, "title": AXES[y]})
     return fig
@@ -42,17 +43,17 @@ def calibration(frame, ece: dict[str, float]) -> go.Figure:
             hovertemplate=f"{model}<br>P(ALL) %{{customdata[1]:.1f}}–%{{customdata[2]:.1f}}: mean %{{x:.2f}}"
                           f"<br>share ALL %{{y:.2f}}<br>%{{customdata[0]}} images<extra></extra>",
         ))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", line={"color": "grey", "dash": "dot"}))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", line=DIAGONAL))
     fig.update_layout(height=420, margin={"t": 10, "b": 10}, legend={"orientation": "h", "y": -0.25},
                       xaxis={"range": RANGE, "title": "mean predicted P(ALL) in the bin"},
                       yaxis={"range": RANGE, "title": "share of the bin that is ALL"})
     return fig
 
 
-def matrix(m: results.Matrix) -> go.Figure:
+def matrix(m: base.Matrix) -> go.Figure:
     text = [[f"{m.counts[i][j]}<br>{m.rates[i][j]:.0%}" for j in range(2)] for i in range(2)]
     fig = go.Figure(go.Heatmap(
-        z=m.rates, x=[f"called {c}" for c in results.CLASSES], y=[f"true {c}" for c in results.CLASSES],
+        z=m.rates, x=[f"called {c}" for c in base.CLASSES], y=[f"true {c}" for c in base.CLASSES],
         text=text, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1, showscale=False,
         hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>",
     ))
@@ -62,31 +63,32 @@ def matrix(m: results.Matrix) -> go.Figure:
 
 
 @st.fragment
-def threshold_section(data: results.StudyData) -> None:
+def threshold_section(data: base.StudyData) -> None:
     """Reruns on its own when the slider moves, so the rest of the page is not redrawn."""
     ui.run(lambda: threshold_body(data))
 
 
-def threshold_body(data: results.StudyData) -> None:
+def threshold_body(data: base.StudyData) -> None:
     st.subheader("Choose a threshold")
     left, right = st.columns([2, 3])
-    key = ui.choice("Model", data.evaluated, "model", data.evaluated[0], container=left, format_func=results.model_name)
+    key = ui.choice("Model", data.evaluated, "model", data.evaluated[0], container=left, format_func=base.model_name)
     threshold = left.slider("Call a cell ALL when P(ALL) ≥", 0.0, 1.0, 0.5, 0.01, key="threshold")
-    at = ui.view(results.at_threshold, data, key, threshold)
+    at = ui.view(curves_view.at_threshold, data, key, threshold)
     left.plotly_chart(matrix(at.matrix), key="threshold_matrix", config={"displayModeBar": False})
     cols = right.columns(2)
     for i, (label, value) in enumerate(at.metrics.items()):
         saved = at.saved.get(label)
         moved = value is not None and saved is not None and abs(value - saved) >= 0.0005
-        cols[i % 2].metric(label, "n/a" if value is None else f"{value:.3f}", f"{value - saved:+.3f} vs saved" if moved else None)
+        delta = f"{value - saved:+.3f} vs saved" if moved else None
+        cols[i % 2].metric(label, "n/a" if value is None else f"{value:.3f}", delta)
     right.caption("ROC AUC does not depend on the threshold. 'Saved' is the model's threshold in metrics.json.")
 
 
 def page() -> None:
     data = ui.start("Curves and calibration")
-    curves = ui.view(results.roc_pr, data)
+    curves = ui.view(curves_view.roc_pr, data)
     if curves.skipped:
-        st.warning("The validation split of " + ", ".join(curves.skipped) + " holds one class only: no ROC or PR curve.")
+        st.warning(f"The validation split of {', '.join(curves.skipped)} holds one class only: no ROC or PR curve.")
     if not curves.auc:
         st.info("No model has a validation split with both classes, so there are no curves to draw.")
     else:

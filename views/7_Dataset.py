@@ -3,7 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from cnmc_core import results
+from cnmc_core.dashboard import dataset_view, thumbnails
 from views import _ui as ui
 
 CLASS_COLORS = {"ALL": "#d62728", "HEM": "#1f77b4", "unlabelled": "#aaaaaa"}
@@ -11,7 +11,7 @@ CLASS_COLORS = {"ALL": "#d62728", "HEM": "#1f77b4", "unlabelled": "#aaaaaa"}
 
 def page() -> None:
     data = ui.start("Dataset")
-    view = ui.view(results.dataset_view, data, 8)
+    view = ui.view(dataset_view.dataset_view, data, 8)
 
     balance, subjects = st.columns(2)
     balance.markdown("**Images per class and split**")
@@ -25,22 +25,26 @@ def page() -> None:
                      "C-NMC's normal subjects carry an H (H11 is not subject 11). The final test set is unlabelled.")
 
     st.subheader("Sample cells")
-    if not view.available:
-        st.info(f"The dataset is not at `{view.data_path}` (moved, or on another machine), so no cell can be shown.")
+    source = ui.view(thumbnails.image_source, data)
+    if not source.available:
+        ui.no_images(source, "sample cells")
     else:
-        st.caption("One cell per subject where possible; the whole 450×450 frame, as the models see it (never cropped).")
+        st.caption("One cell per subject where possible; the whole 450×450 frame, as the models see it "
+                   "(never cropped).")
         for cls, rows in view.samples.items():
             st.markdown(f"**{cls}** ({'malignant lymphoblast' if cls == 'ALL' else 'normal B cell'})")
             for col, row in zip(st.columns(8), rows.itertuples()):
-                png = ui.thumbnail(view.data_path, row.path)
+                png = ui.thumbnail(data.stamp, row.image)
+                subject = ui.code(row.subject)  # from the study's split.csv
                 if png:
-                    col.image(png, caption=f"subject {row.subject}", width="stretch")
+                    col.image(png, caption=f"subject {subject}", width="stretch")
                 else:
-                    col.caption(f"subject {row.subject}: unreadable")
+                    col.caption(f"subject {subject}: unreadable, or outside the trusted data folders")
 
     st.subheader(f"Excluded files ({len(view.excluded)})")
     if len(view.excluded):
-        st.dataframe(view.excluded.rename(columns={"path": "File", "reason": "Why it was left out"}), hide_index=True, width="stretch")
+        excluded = view.excluded.rename(columns={"path": "File", "reason": "Why it was left out"})
+        st.dataframe(excluded, hide_index=True, width="stretch")
     else:
         st.caption("No file was excluded.")
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cnmc_core import results
+from cnmc_core.dashboard import base
 from views import _ui as ui
 
 PROTOCOL = """
@@ -55,7 +55,7 @@ reached 76.4% validation accuracy.
 def page() -> None:
     ui.start("About", needs_study=False, notice=ui.RESEARCH_ONLY)
     st.markdown(PROTOCOL)
-    st.dataframe(results.registry_table(), hide_index=True)
+    st.dataframe(base.registry_table(), hide_index=True)
     st.subheader("Reproduce it on the real C-NMC data")
     st.markdown(REPRODUCE)
     st.code("python -m cnmc_core train --data <C-NMC folder> --study cnmc --artifacts artifacts\n"

@@ -2,46 +2,36 @@
 and in the link, the demo-build progress, and the wrapper that turns any error into one line.
 
 Not a page (the app lists its pages in app.py with st.navigation). Pages call `start(title)`, then
-one `cnmc_core.results` function through `view(...)`, then display.
+one read-model function (a `cnmc_core.dashboard` module) through `view(...)`, then display.
+
+Text from the link or from a study (study and model names, notes, reasons, subjects, paths) is shown
+through `code()`: literally, never as Markdown. A shared study is input from someone else.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cnmc_core import results
+from cnmc_core.dashboard import base, demo_build, thumbnails
 
 RESEARCH_ONLY = "**Research use only — not for diagnosis.** These models have not been validated for clinical use."
-EMPTY = (
-    "There is no study under the artifacts root `{root}` yet.\n\n"
-    "Build the synthetic demo study with the button on the **Overview** page (about 2-3 minutes on a CPU), "
-    "or from a terminal: `python -m cnmc_core demo --artifacts {root}`. On the real C-NMC data: "
-    "`python -m cnmc_core train --data <C-NMC folder> --artifacts {root}`. "
-    "Set `CNMC_ARTIFACTS` to show studies from another folder."
-)
 PALETTE = px.colors.qualitative.Plotly  # one colour per registry model, the same on every page
-_MODEL_ORDER = list(results.MODELS)
-
-
 ENSEMBLE_COLOR = "#222222"  # the ensemble is not a registry model: it gets no palette colour
 
 
 def model_color(name_or_key: str) -> str:
-    if name_or_key in (results.ENSEMBLE_NAME, "ensemble"):
+    if name_or_key in (base.ENSEMBLE_NAME, "ensemble"):
         return ENSEMBLE_COLOR
-    keys = {results.model_name(k): i for i, k in enumerate(_MODEL_ORDER)}
-    i = _MODEL_ORDER.index(name_or_key) if name_or_key in _MODEL_ORDER else keys.get(name_or_key, 0)
+    keys = {base.model_name(k): i for i, k in enumerate(base.MODEL_KEYS)}
+    i = base.MODEL_KEYS.index(name_or_key) if name_or_key in base.MODEL_KEYS else keys.get(name_or_key, 0)
     return PALETTE[i % len(PALETTE)]
-
-
-def color_map() -> dict[str, str]:
-    return {results.model_name(k): model_color(k) for k in _MODEL_ORDER}
 
 
 # ---- running a page -----------------------------------------------------------------------------
@@ -65,13 +55,21 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u
 def code(text: str) -> str:
     """`text` as one Markdown code span: shown literally, never as Markdown, HTML, emoji or math.
 
-    For names that come from outside (uploaded file names): the fence is one backtick longer than
-    the longest run inside, and control and bidi-override characters become U+FFFD.
+    For text that comes from outside (uploaded file names, the link, a study's files): the fence is one
+    backtick longer than the longest run inside, and control and bidi-override characters become U+FFFD.
     """
-    text = _UNPRINTABLE.sub("\ufffd", text)
+    text = _UNPRINTABLE.sub("\ufffd", str(text))
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plotly_text(text: str) -> str:
+    """`text` for a Plotly label or hover: Plotly reads a few HTML tags (<a href>, <b>); entities show literally."""
+    return html.escape(str(text), quote=False)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts with one of these
 
 
 def csv_safe(frame):
@@ -79,30 +77,34 @@ def csv_safe(frame):
     out = frame.copy()
     for col in out.columns:
         if not (pd.api.types.is_numeric_dtype(out[col]) or pd.api.types.is_bool_dtype(out[col])):
-            out[col] = out[col].map(lambda v: f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v)
+            out[col] = out[col].map(lambda v: f"'{v}" if isinstance(v, str) and v[:1] in FORMULA_STARTS else v)
     return out
 
 
 # ---- cached reads -------------------------------------------------------------------------------
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _load(stamp: tuple) -> results.StudyData:
-    return results.load_study(stamp[0], stamp[1])
+def _load(stamp: tuple) -> base.StudyData:
+    return base.load_study(stamp[0], stamp[1])
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _view(fn_name: str, stamp: tuple, args: tuple, _data: results.StudyData):
-    return getattr(results, fn_name)(_data, *args)
+def _view(fn_id: str, stamp: tuple, args: tuple, _fn: Callable, _data: base.StudyData):
+    return _fn(_data, *args)
 
 
-def view(fn: Callable, data: results.StudyData, *args):
-    """`fn(data, *args)` from `cnmc_core.results`, cached until a file of the study changes."""
-    return _view(fn.__name__, data.stamp, args, data)
+def view(fn: Callable, data: base.StudyData, *args):
+    """`fn(data, *args)` (a read-model function), cached until a file of the study changes.
+
+    The cache key is the function's module and qualified name, the study's stamp and `args`.
+    """
+    return _view(f"{fn.__module__}.{fn.__qualname__}", data.stamp, args, fn, data)
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
-def thumbnail(data_path: str, rel_path: str, side: int = 128) -> bytes | None:
-    return results.thumbnail(data_path, rel_path, side)
+def thumbnail(stamp: tuple, image: str) -> bytes | None:
+    """A PNG of one of the study's cell images (`image`: the row's identity), or None if it cannot be shown."""
+    return thumbnails.thumbnail(stamp, image)
 
 
 # ---- settings kept in the session and in the link -------------------------------------------------
@@ -154,7 +156,7 @@ def choice(label: str, options: list, key: str, default, container=st, **kwargs)
 
 # ---- the study ----------------------------------------------------------------------------------
 
-def start(title: str, *, home: bool = False, needs_study: bool = True, notice: str = "") -> results.StudyData | None:
+def start(title: str, *, home: bool = False, needs_study: bool = True, notice: str = "") -> base.StudyData | None:
     """Title, study picker in the sidebar and guards; returns the chosen study (cached) or stops the page.
 
     `home`: the page offers the demo build; `needs_study=False`: return None instead of stopping.
@@ -162,18 +164,18 @@ def start(title: str, *, home: bool = False, needs_study: bool = True, notice: s
     st.title(title)
     if notice:
         st.warning(notice, icon=":material/warning:")
-    root = results.root()
-    build = results.demo_build_status(root)
+    root = base.root()
+    build = demo_build.demo_build_status(root)
     if home and (build.state in ("running", "failed") or (build.state == "done" and "_building" in st.session_state)):
         build_progress(root)  # offers the button again itself if the build failed
     elif build.state == "running":
         st.info("The demo study is being built; its progress is on the Overview page.")
-    found, broken = results.studies(root)
+    found, broken = base.studies(root)
     if broken:
-        st.warning("Cannot read: " + "; ".join(f"`{name}` ({why})" for name, why in broken.items()))
+        st.warning("Cannot read: " + "; ".join(f"{code(name)} ({code(why)})" for name, why in broken.items()))
     if not found:
         if build.state != "running":
-            st.info(EMPTY.format(root=root))
+            st.info(base.NO_STUDY.format(root=root))
             if home and build.state != "failed":
                 demo_button(root)
         if needs_study:
@@ -181,22 +183,25 @@ def start(title: str, *, home: bool = False, needs_study: bool = True, notice: s
         return None
     names = [s["name"] for s in found]
     if "study" not in st.session_state:
-        name, note = results.choose_study(names, st.query_params.get("study"))
-        if note:
-            st.warning(note)
+        requested = st.query_params.get("study")
+        name, why_not = base.choose_study(names, requested)
+        if why_not:
+            st.warning(f"The link asks for study {code(requested[:80])}, which {why_not}; showing {code(name)}.")
         st.session_state["study"] = name
     labels = {s["name"]: _study_label(s) for s in found}
     name = choice("Study", names, "study", names[0], container=st.sidebar, format_func=labels.get)
-    data = _load(results.stamp(root, name))
+    data = _load(base.stamp(root, name))
     if data.synthetic:
         st.warning("**Synthetic demo data.** These cells are generated, not from patients, and the models "
-                   "use random weights: the numbers show how the pipeline works, not how well it diagnoses.", icon=":material/warning:")
+                   "use random weights: the numbers show how the pipeline works, not how well it diagnoses.",
+                   icon=":material/warning:")
     if data.missing:
-        st.warning("Not shown: " + "; ".join(f"**{results.model_name(k)}** (`{k}`): {why}" for k, why in data.missing.items()))
+        st.warning("Not shown: " + "; ".join(f"{code(base.model_name(key))}: {code(why)}"
+                                             for key, why in data.missing.items()))
     for note in data.notes:
-        st.warning(note)
+        st.warning(code(note))
     if not data.models and needs_study:
-        st.info(f"Study `{name}` has no finished model yet (status: {data.info.get('status', '?')}). "
+        st.info(f"Study {code(name)} has no finished model yet (status: {code(data.status)}). "
                 "Its results appear here as each model finishes.")
         st.stop()
     return data
@@ -209,18 +214,26 @@ def _study_label(s: dict) -> str:
     return f"{s['name']} ({', '.join(tags)})"
 
 
-def models_choice(data: results.StudyData, label: str = "Model", container=st) -> str:
+def models_choice(data: base.StudyData, label: str = "Model", container=st) -> str:
     """The model to look at closely; shared by the pages that show one model at a time."""
-    return choice(label, data.models, "model", data.models[0], container=container, format_func=results.model_name)
+    return choice(label, data.models, "model", data.models[0], container=container, format_func=base.model_name)
+
+
+def no_images(source: thumbnails.ImageSource, what: str) -> None:
+    """Say why the study's cell images cannot be shown here, and how to show them."""
+    st.info(f"The {what} cannot be shown: the study's data folder ({code(source.hint or 'not recorded')}) is not "
+            "a data folder this machine trusts (one a study was trained from here), or it is not there. "
+            f"To show them, add the folder that holds your copy of the data to {code(thumbnails.TRUST_SETTING)}.")
 
 
 # ---- building the demo study --------------------------------------------------------------------
 
 def demo_button(root: str) -> None:
     if st.button("Build the demo study", key="build_demo", type="primary", icon=":material/science:",
-                 help="Runs `python -m cnmc_core demo` in a separate process: synthetic cells, seven models, CPU only."):
+                 help="Runs `python -m cnmc_core demo` in a separate process: synthetic cells, seven models, "
+                      "CPU only."):
         st.session_state["_building"] = True
-        results.start_demo_build(root)
+        demo_build.start_demo_build(root)
         st.rerun()
 
 
@@ -231,11 +244,11 @@ def build_progress(root: str) -> None:
 
 
 def _build_progress(root: str) -> None:
-    status = results.demo_build_status(root)
+    status = demo_build.demo_build_status(root)
     if status.state == "running":
         st.progress(status.fraction, text=f"Building the demo study: {status.text}")
     elif status.state == "failed":
-        st.error(f"The demo build failed: {status.text}. Its whole output is in `{status.log}`.")
+        st.error(f"The demo build failed: {code(status.text)}. Its whole output is in {code(status.log)}.")
         demo_button(root)
     elif status.state == "done" and st.session_state.pop("_building", None):
         st.success("The demo study is ready.")

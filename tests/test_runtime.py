@@ -1,4 +1,4 @@
-"""Precision, XLA and several devices (compute.py): speed options that must not change the answers.
+"""Precision, XLA and several devices (runtime.py): speed options that must not change the answers.
 
 The tolerances stated here are the ones docs/benchmarks.md gives: mixed precision (bfloat16 on
 the CPU) features within 3% relative L2 error of float32; a whole study's validation P(ALL)
@@ -17,11 +17,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from cnmc_core import compute
+from cnmc_core import runtime
 from cnmc_core.config import from_preset, model_config_hash
 
 from .conftest import ROOT
-from .test_cli import cli
+from .helpers import cli
 
 SIZE = 75
 
@@ -37,9 +37,9 @@ def _features(demo_data, key: str, policy: str = "float32", xla: str = "auto", n
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
     clf = build_classifier(spec, SIZE, "none")
-    runner = clf if policy == "float32" else compute.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), policy)
+    runner = clf if policy == "float32" else runtime.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), policy)
     fm = feature_model(runner)
-    compute.set_xla(fm, xla)
+    runtime.set_xla(fm, xla)
     assert fm.jit_compile == {"on": True, "off": False, "auto": fm.jit_compile}[xla]  # not silently dropped by Keras
     paths = sorted(demo_data.glob("training_data/fold_*/*/*.bmp"))[:n]
     cache = FeatureCache(demo_data.parent / f"cache-{key}-{policy}-{xla}", key, "test", SIZE, policy)
@@ -53,7 +53,7 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("key", ["vgg16", "efficientnet_b0"])
 def test_mixed_precision_features_are_within_3_percent_of_float32_and_cached_apart(demo_data, key):
     f32, cache32 = _features(demo_data, key)
-    mixed, cache_mixed = _features(demo_data, key, compute.mixed_policy())
+    mixed, cache_mixed = _features(demo_data, key, runtime.mixed_policy())
     assert mixed.dtype == np.float32 and mixed.shape == f32.shape
     err = _rel_err(mixed, f32)
     assert 0 < err < 0.03, err  # it really ran in lower precision, and stayed close
@@ -80,8 +80,8 @@ def test_a_mixed_precision_study_agrees_with_float32_and_saves_a_float32_model(d
         run_study(demo_data, config, root=tmp_path, name=precision)
         probs[precision] = StudyStore(tmp_path, precision).read_predictions("vgg16")
     store = StudyStore(tmp_path, "mixed")
-    assert store.read_metrics("vgg16")["compute"]["dtype_policy"] == compute.mixed_policy()
-    assert store.read_study()["compute"]["dtype_policy"] == compute.mixed_policy()
+    assert store.read_metrics("vgg16")["compute"]["dtype_policy"] == runtime.mixed_policy()
+    assert store.read_study()["compute"]["dtype_policy"] == runtime.mixed_policy()
     a, b = probs["float32"]["prob_all"].to_numpy(), probs["mixed"]["prob_all"].to_numpy()
     diff = np.abs(a - b)
     assert diff.mean() <= 0.02 and diff.max() <= 0.10, (diff.mean(), diff.max())
@@ -97,7 +97,7 @@ def test_a_mixed_precision_study_agrees_with_float32_and_saves_a_float32_model(d
     assert np.abs(again - preds["prob_all"].to_numpy()).max() <= 0.10
 
 
-def test_compute_options_are_checked_and_only_precision_changes_the_results_hash():
+def test_runtime_options_are_checked_and_only_precision_changes_the_results_hash():
     base = from_preset("paper")
     h = model_config_hash(base, "vgg16", "data")
     assert model_config_hash(dataclasses.replace(base, xla="on", distribute="none"), "vgg16", "data") == h
@@ -109,14 +109,16 @@ def test_compute_options_are_checked_and_only_precision_changes_the_results_hash
     for field, bad in (("precision", "half"), ("xla", "yes"), ("distribute", "tpu")):
         with pytest.raises(ValueError, match=f"--{field} must be one of"):
             from_preset("paper", **{field: bad})
-    assert compute.make_strategy("none") is None
-    assert compute.make_strategy("auto") is None  # no GPUs here
+    assert runtime.make_strategy("none") is None
+    assert runtime.make_strategy("auto") is None  # no GPUs here
 
 
 def test_the_cli_refuses_an_unknown_precision_in_one_line(demo_data, tmp_path):
     out = cli("train", "--data", str(demo_data), "--artifacts", str(tmp_path), "--models", "vgg16", "--precision", "half")
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["error: --precision must be one of float32, mixed; got 'half'"]
+    assert out.stderr.strip().splitlines() == [
+        "error: argument --precision: invalid choice: 'half' (choose from 'float32', 'mixed') "
+        "(see `python -m cnmc_core train --help`)"]
     assert not (tmp_path / "default").exists()
 
 
@@ -128,7 +130,7 @@ TWO_CPU_SCRIPT = textwrap.dedent("""
     import keras
     import numpy as np
     from pathlib import Path
-    from cnmc_core import compute
+    from cnmc_core import runtime
     from cnmc_core.config import from_preset
     from cnmc_core.features import FeatureCache, extract
     from cnmc_core.models import build_classifier, feature_model
@@ -140,9 +142,9 @@ TWO_CPU_SCRIPT = textwrap.dedent("""
     spec = get_spec("efficientnet_b0")
     paths = sorted(data.glob("training_data/fold_*/*/*.bmp"))[:11]  # an odd number: a partial last batch
     sha1s = [f"{i:040x}" for i in range(len(paths))]
-    strategy = compute.make_strategy("mirrored")
+    strategy = runtime.make_strategy("mirrored")
     keras.utils.set_random_seed(0)
-    with compute.scope(strategy):
+    with runtime.scope(strategy):
         clf = build_classifier(spec, 75, "none")
     mirrored = extract(feature_model(clf), spec.preprocess, 75, paths, sha1s, 2, FeatureCache(out / "c1", "e", "x", 75), 4)
     plain_clf = build_classifier(spec, 75, "none")
@@ -152,7 +154,7 @@ TWO_CPU_SCRIPT = textwrap.dedent("""
                          finetune_epochs=1, distribute="mirrored", orientations=2, seed=1)
     run_study(data, config, root=out / "art", name="two")
     metrics = StudyStore(out / "art", "two").read_metrics("efficientnet_b0")
-    print(json.dumps({"replicas": compute.replicas(strategy), "shape": list(mirrored.shape),
+    print(json.dumps({"replicas": runtime.replicas(strategy), "shape": list(mirrored.shape),
                       "max_diff": float(np.abs(mirrored - plain).max()), "scale": float(np.abs(plain).max()),
                       "study_replicas": metrics["compute"]["replicas"], "n_val": metrics["n_val"],
                       "epochs_run": metrics["epochs_run"]}))
@@ -172,6 +174,7 @@ def test_mirrored_strategy_over_two_devices_splits_each_batch_and_fine_tunes(dem
     assert r["study_replicas"] == 2 and r["n_val"] > 0 and r["epochs_run"] >= 2
 
 
+@pytest.mark.slow  # (it trains)
 def test_fine_tuning_float16_layers_scales_the_loss_and_trains(demo_data, monkeypatch):
     """GPUs before Ampere get float16; Keras adds loss scaling only to a model whose own policy is mixed_float16."""
     import keras
@@ -189,7 +192,7 @@ def test_fine_tuning_float16_layers_scales_the_loss_and_trains(demo_data, monkey
     config = from_preset("finetune", models=("vgg16",), weights="none", input_size=SIZE, epochs=2, finetune_epochs=1)
     keras.utils.clear_session()
     clf = build_classifier(spec, SIZE, "none")
-    twin = compute.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), "mixed_float16")
+    twin = runtime.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), "mixed_float16")
     assert twin.get_layer(spec.finetune_from).compute_dtype == "float16"
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(16, 8, spec.features)).astype(np.float32)

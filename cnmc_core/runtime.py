@@ -5,7 +5,7 @@ of compute capability 8.0 and later) or float16 (older NVIDIA GPUs), with float3
 acts on feature extraction and fine-tuning only: a twin of the classifier under the mixed policy
 shares the classifier's weights by copy; the head is trained in float32, and the classifier saved
 with the study is always float32 (it runs anywhere, and the dashboard predicts in float32).
-Features are cached per precision. `tests/test_compute.py` states the agreement with float32.
+Features are cached per precision. `tests/test_runtime.py` states the agreement with float32.
 
 xla "auto" (Keras's own choice: XLA on with one GPU, off on CPUs and under tf.distribute), "on" or
 "off": whether the forward passes and fine-tuning steps are XLA-compiled (`jit_compile`).
@@ -20,7 +20,7 @@ Machines beyond one: docs/protocols.md ("Several machines") shows MultiWorkerMir
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

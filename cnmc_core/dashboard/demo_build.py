@@ -1,0 +1,102 @@
+"""The Overview's demo button: `python -m cnmc_core demo` in its own process, and how far it is.
+
+The only thing in the read model that starts anything; a Streamlit script run never trains. Any
+number of presses, from any number of sessions (or dashboards on one artifacts root), start one
+build: the check "is one running?" and the start happen under an OS lock (flock) on a file in the
+root's demo-build folder. The build itself takes the study's lock (`store.StudyLock`) as every
+writer does, so a `demo` started from a terminal at the same time is refused, not mixed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..progress import describe
+from ..store import demo_build_dir, pid_alive, write_bytes
+
+REPOSITORY = Path(__file__).resolve().parents[2]  # the build runs here, as `python -m cnmc_core` expects
+_BUILDS: dict[str, subprocess.Popen] = {}  # builds started by this process, by demo-build folder (to reap them)
+
+
+@dataclass
+class BuildStatus:
+    state: str  # none | running | done | failed
+    fraction: float = 0.0  # 0..1
+    text: str = ""  # one line for a person
+    log: str = ""  # where the build's whole output is, when it failed
+
+
+def demo_command(root: Path, progress_file: Path, extra_args: tuple[str, ...] = ()) -> list[str]:
+    """The command line of one demo build under `root`."""
+    return [sys.executable, "-m", "cnmc_core", "demo", "--artifacts", str(root), "--progress-file", str(progress_file),
+            *extra_args]
+
+
+def start_demo_build(base: str | None = None, extra_args: tuple[str, ...] = ()) -> BuildStatus:
+    """Start the demo build under the artifacts root `base`, unless one is running already (then: its status)."""
+    folder = demo_build_dir(base)
+    with _start_lock(folder):
+        status = demo_build_status(base)
+        if status.state == "running":
+            return status
+        (folder / "progress.json").unlink(missing_ok=True)
+        cmd = demo_command(folder.parent, folder / "progress.json", extra_args)
+        with open(folder / "build.log", "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=REPOSITORY)
+        _BUILDS[str(folder)] = proc
+        write_bytes(folder / "pid", str(proc.pid).encode())  # atomic: a reader sees no pid or the whole pid
+    return BuildStatus("running", 0.0, "starting …")
+
+
+def demo_build_status(base: str | None = None) -> BuildStatus:
+    """Where a demo build under this root stands, from its progress file and process."""
+    folder = demo_build_dir(base)
+    if not (folder / "pid").is_file():
+        return BuildStatus("none")
+    try:
+        event = json.loads((folder / "progress.json").read_text())
+    except (OSError, ValueError):
+        event = None
+    fraction, text = describe(event if isinstance(event, dict) else None)
+    if isinstance(event, dict) and event.get("stage") == "done":
+        return BuildStatus("done", 1.0, text)
+    if _running(folder):
+        return BuildStatus("running", fraction, text)
+    try:
+        lines = (folder / "build.log").read_text(errors="replace").replace("\r", "\n").splitlines()
+    except OSError:
+        lines = []
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "no output")
+    return BuildStatus("failed", fraction, f"it stopped before it finished ({last[:300]})", str(folder / "build.log"))
+
+
+@contextlib.contextmanager
+def _start_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive flock on <folder>/start.lock for the block (threads and processes alike: each
+    call opens its own file description). The kernel drops it if this process dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "start.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _running(folder: Path) -> bool:
+    proc = _BUILDS.get(str(folder))
+    if proc is not None:
+        return proc.poll() is None  # also reaps it, so it does not linger as a zombie
+    try:
+        return pid_alive(int((folder / "pid").read_text()))
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,131 @@
+"""The Overview page: what the study is, and the metrics of its models and their ensemble beside the
+paper's Table I, with each metric's 95% subject-bootstrap interval (saved in metrics.json as `ci95`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..registry import PAPER_TABLE_I
+from .base import (
+    LOWER_IS_BETTER,
+    METRICS,
+    OURS,
+    PAPER,
+    StudyData,
+    ensemble_members,
+    input_sizes_text,
+    model_name,
+    number,
+    section,
+    stats_note,
+)
+
+
+@dataclass
+class Overview:
+    facts: dict[str, str]  # label -> value, in display order (values come from study.json: show them literally)
+    splits: pd.DataFrame  # split, images, ALL, HEM, subjects
+    table: pd.DataFrame  # Model, Source, metric labels..., one row per model, the ensemble (+ paper rows)
+    best: dict[str, list[str]]  # metric label -> model names with the best value (this study's rows)
+    csv: str  # the table with each metric's 95% interval
+    intervals: pd.DataFrame  # Model, Source, metric (key), value, low, high: see metric_intervals
+    stats_note: str  # what statistics are missing and how to compute them ('' when all are there)
+    members: list[str] = field(default_factory=list)  # model names the ensemble averages
+
+
+def overview(data: StudyData, with_paper: bool = True) -> Overview:
+    table = metrics_table(data, with_paper)
+    ours = table[table["Source"] == OURS]
+    best = {}
+    for label in (*METRICS.values(), *LOWER_IS_BETTER.values()):
+        col = pd.to_numeric(ours[label], errors="coerce")
+        if col.notna().any():
+            target = col.min() if label in LOWER_IS_BETTER.values() else col.max()
+            best[label] = list(ours.loc[np.isclose(col, target), "Model"])
+    intervals = metric_intervals(data)
+    wide = intervals.pivot_table(index=["Model", "Source"], columns="metric", values=["low", "high"], sort=False)
+    wide = wide[[(side, m) for m in METRICS if m in set(intervals["metric"]) for side in ("low", "high")]]
+    wide.columns = [f"{METRICS[m]} 95% {side}" for side, m in wide.columns]
+    csv = table.merge(wide.reset_index(), on=["Model", "Source"], how="left").to_csv(index=False)
+    members = [model_name(k) for k in ensemble_members(data)]
+    return Overview(_facts(data), _splits(data), table, best, csv, intervals, stats_note(data), members)
+
+
+def _facts(data: StudyData) -> dict[str, str]:
+    info, cfg, d = data.info, section(data.info, "config"), section(data.info, "data")
+    devices = info.get("devices") if isinstance(info.get("devices"), list) else []
+    facts = {
+        "Data": ("SYNTHETIC demo cells (not patients)" if data.synthetic else "C-NMC") + f" at {d.get('path', '?')}",
+        "Layout / split": f"{d.get('layout', '?')} layout, {d.get('split_mode', '?')} split (by subject)",
+        "Weights / preset": f"{cfg.get('weights', '?')} / {cfg.get('preset', '?')}",
+        "Input size": input_sizes_text(info),
+        "Epochs (max) / batch": f"{cfg.get('epochs', '?')} / {cfg.get('batch_size', '?')}",
+        "Created / updated": f"{_when(info.get('created'))} / {_when(info.get('updated'))}",
+        "Status": str(info.get("status", "?")),
+        "Devices": ", ".join(str(x) for x in devices) or "?",
+    }
+    run = section(info, "compute")  # studies before the speed options ran in float32 on one device
+    if run:
+        replicas = _count(run.get("replicas")) or 1
+        facts["Compute"] = (f"{run.get('dtype_policy', 'float32')}, XLA {run.get('xla', 'auto')}"
+                            + (f", {replicas} replicas (MirroredStrategy)" if replicas > 1 else ""))
+    excluded = section(d, "summary").get("excluded")
+    if excluded:
+        facts["Excluded files"] = str(excluded)
+    return facts
+
+
+def _splits(data: StudyData) -> pd.DataFrame:
+    summary = section(data.info, "data", "summary")
+    rows = []
+    for s in ("train", "val", "test"):
+        part = summary.get(s)
+        if isinstance(part, dict):
+            labelled = number(part.get("ALL", 0)) + number(part.get("HEM", 0))
+            rows.append({"Split": s if labelled else f"{s} (unlabelled)",
+                         **{c: _count(part.get(c, 0)) for c in ("images", "ALL", "HEM", "subjects")}})
+    return pd.DataFrame(rows)
+
+
+def metrics_table(data: StudyData, with_paper: bool = True) -> pd.DataFrame:
+    rows = []
+    scores = {**METRICS, **LOWER_IS_BETTER}
+    for key in data.evaluated:
+        m = data.metrics[key]
+        rows.append({
+            "Model": model_name(key), "Source": OURS,
+            **{label: number(m.get(k)) for k, label in scores.items()},
+            "Threshold": number(m.get("threshold")), "Best epoch": _count(m.get("best_epoch")),
+            "Val. images": _count(m.get("n_val", m.get("n"))),
+        })
+        if with_paper and key in PAPER_TABLE_I:
+            ref = PAPER_TABLE_I[key]
+            rows.append({"Model": model_name(key), "Source": PAPER, **{METRICS[k]: v for k, v in ref.items()}})
+    frame = pd.DataFrame(rows, columns=["Model", "Source", *scores.values(), "Threshold", "Best epoch", "Val. images"])
+    return frame.astype({**{label: float for label in scores.values()}, "Best epoch": "Int64", "Val. images": "Int64"})
+
+
+def metric_intervals(data: StudyData) -> pd.DataFrame:
+    """Model, Source, metric (key), value, low, high: each row's saved value and its 95% subject-bootstrap interval."""
+    rows = []
+    for key in data.evaluated:
+        m = data.metrics[key]
+        ci95 = m.get("ci95") if isinstance(m.get("ci95"), dict) else {}
+        for metric, bounds in ci95.items():
+            value = m.get(metric)
+            if isinstance(bounds, list) and len(bounds) == 2 and all(
+                    isinstance(x, (int, float)) for x in (value, *bounds)):
+                rows.append({"Model": model_name(key), "Source": OURS, "metric": metric, "value": float(value),
+                             "low": float(bounds[0]), "high": float(bounds[1])})
+    return pd.DataFrame(rows, columns=["Model", "Source", "metric", "value", "low", "high"])
+
+
+def _count(x) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _when(stamp_text) -> str:
+    return str(stamp_text or "?").replace("T", " ").replace("+00:00", " UTC")
