@@ -41,13 +41,22 @@ def main() -> None:
     from cnmc_core.registry import get_spec, parse_model_list
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec_data = synthetic.DemoSpec(train_all_subjects=6, train_hem_subjects=6, train_cells_all=args.images // 12 + 1,
-                                       train_cells_hem=args.images // 12 + 1, prelim_cells=1, final_subjects=0)
+        spec_data = synthetic.DemoSpec(
+            train_all_subjects=6,
+            train_hem_subjects=6,
+            train_cells_all=args.images // 12 + 1,
+            train_cells_hem=args.images // 12 + 1,
+            prelim_cells=1,
+            final_subjects=0,
+        )
         data = synthetic.generate(Path(tmp) / "data", spec_data)
         paths = sorted(data.glob("training_data/fold_*/*/*.bmp"))[: args.images]
         sha1s = [f"{i:040x}" for i in range(len(paths))]  # distinct keys; content hashing is the scan's job
         n = len(paths)
-        print(f"{n} images of 450x450 BMP -> {args.input_size} px, batch {args.batch_size}, image + mirror per image, {os.cpu_count()} cores")
+        print(
+            f"{n} images of 450x450 BMP -> {args.input_size} px, batch {args.batch_size}, "
+            f"image + mirror per image, {os.cpu_count()} cores"
+        )
         print(f"{'model':<16}{'size':>5}{'ours img/s':>12}{'bare img/s':>12}{'ratio':>8}")
         for key in parse_model_list(args.models):
             spec = get_spec(key)
@@ -62,7 +71,7 @@ def main() -> None:
                 fm.predict_on_batch(np.concatenate([x[:last]] * 2))
             t = time.perf_counter()
             for i in range(0, n, args.batch_size):
-                b = x[i:i + args.batch_size]
+                b = x[i : i + args.batch_size]
                 fm.predict_on_batch(np.concatenate([b, b[:, :, ::-1]]))
             bare = n / (time.perf_counter() - t)
             cache = FeatureCache(Path(tmp) / "cache", key, "bench", size)

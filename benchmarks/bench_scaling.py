@@ -41,16 +41,46 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
             per_subject = max(2, n // 12)
-            spec = synthetic.DemoSpec(train_all_subjects=6, train_hem_subjects=6, train_cells_all=per_subject,
-                                      train_cells_hem=per_subject, prelim_cells=max(2, per_subject // 3), final_subjects=0)
+            spec = synthetic.DemoSpec(
+                train_all_subjects=6,
+                train_hem_subjects=6,
+                train_cells_all=per_subject,
+                train_cells_hem=per_subject,
+                prelim_cells=max(2, per_subject // 3),
+                final_subjects=0,
+            )
             data = synthetic.generate(Path(tmp) / "data", spec)
             art = Path(tmp) / "art"
-            cmd = [sys.executable, "-m", "cnmc_core", "train", "--data", str(data), "--artifacts", str(art), "--study", "s",
-                   "--models", args.model, "--weights", "none", "--input-size", str(args.input_size),
-                   "--epochs", str(args.epochs), "--preset", "paper"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "cnmc_core",
+                "train",
+                "--data",
+                str(data),
+                "--artifacts",
+                str(art),
+                "--study",
+                "s",
+                "--models",
+                args.model,
+                "--weights",
+                "none",
+                "--input-size",
+                str(args.input_size),
+                "--epochs",
+                str(args.epochs),
+                "--preset",
+                "paper",
+            ]
             t = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             seconds = time.perf_counter() - t
             if status:
@@ -60,7 +90,10 @@ def main() -> None:
             m = json.loads((art / "s" / "models" / args.model / "metrics.json").read_text())
             cells = m["n_train"] + m["n_val"]
             cache = du(art / ".cache")
-            print(f"{m['n_train']:>12}{m['n_val']:>10}{seconds:>9.1f}{seconds / cells:>8.3f}{usage.ru_maxrss / 1024:>14.0f}{cache / 1024 / cells:>15.1f}")
+            print(
+                f"{m['n_train']:>12}{m['n_val']:>10}{seconds:>9.1f}{seconds / cells:>8.3f}"
+                f"{usage.ru_maxrss / 1024:>14.0f}{cache / 1024 / cells:>15.1f}"
+            )
 
 
 if __name__ == "__main__":

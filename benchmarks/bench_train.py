@@ -50,12 +50,45 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else synthetic.generate(Path(tmp) / "demo", synthetic.DemoSpec())
         artifacts = Path(tmp) / "artifacts"
-        ours_s, _ = run([sys.executable, "-m", "cnmc_core", "train", "--data", str(data), "--artifacts", str(artifacts),
-                         "--study", "bench", "--models", args.model, "--weights", "none", "--input-size", str(args.input_size),
-                         "--epochs", str(args.epochs), "--preset", "paper"])
+        ours_s, _ = run(
+            [
+                sys.executable,
+                "-m",
+                "cnmc_core",
+                "train",
+                "--data",
+                str(data),
+                "--artifacts",
+                str(artifacts),
+                "--study",
+                "bench",
+                "--models",
+                args.model,
+                "--weights",
+                "none",
+                "--input-size",
+                str(args.input_size),
+                "--epochs",
+                str(args.epochs),
+                "--preset",
+                "paper",
+            ]
+        )
         metrics = json.loads((artifacts / "bench" / "models" / args.model / "metrics.json").read_text())
-        plain_s, out = run([sys.executable, "benchmarks/plain_fit.py", "--data", str(data), "--model", args.model,
-                            "--input-size", str(args.input_size), "--epochs", str(args.epochs)])
+        plain_s, out = run(
+            [
+                sys.executable,
+                "benchmarks/plain_fit.py",
+                "--data",
+                str(data),
+                "--model",
+                args.model,
+                "--input-size",
+                str(args.input_size),
+                "--epochs",
+                str(args.epochs),
+            ]
+        )
         plain = json.loads(out.strip().splitlines()[-1])
 
     n_train, n_val = metrics["n_train"], metrics["n_val"]
@@ -63,16 +96,25 @@ def main() -> None:
     per_image = metrics["seconds"]["features"] / (2 * n_train + n_val)  # one forward pass
     per_epoch_plain = (plain_s - fixed_ours) / max(1, plain["epochs_run"])
     per_image_plain = per_epoch_plain / (n_train + n_val)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {args.model} at {args.input_size} px")
-    print(f"cells: {n_train} train, {n_val} val; epochs run: ours {metrics['epochs_run']}, ordinary {plain['epochs_run']}")
-    print(f"ours (cached features):  {ours_s:7.1f} s   accuracy {metrics['accuracy']:.3f}  AUC {metrics['roc_auc']:.3f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"model {args.model} at {args.input_size} px"
+    )
+    print(
+        f"cells: {n_train} train, {n_val} val; epochs run: ours {metrics['epochs_run']}, ordinary {plain['epochs_run']}"
+    )
+    print(
+        f"ours (cached features):  {ours_s:7.1f} s   accuracy {metrics['accuracy']:.3f}  AUC {metrics['roc_auc']:.3f}"
+    )
     print(f"ordinary model.fit:      {plain_s:7.1f} s   accuracy {plain['accuracy']:.3f}  AUC {plain['roc_auc']:.3f}")
     print(f"speed-up: {plain_s / ours_s:.2f}x")
     epochs = plain["epochs_run"]
     proj_ours = fixed_ours + per_image * (2 * FULL_TRAIN + FULL_VAL)
     proj_plain = fixed_ours + epochs * per_image_plain * (FULL_TRAIN + FULL_VAL)
-    print(f"projection to full C-NMC ({FULL_TRAIN} + {FULL_VAL} cells, {epochs} epochs, this machine): "
-          f"ours {proj_ours / 60:.1f} min, ordinary {proj_plain / 60:.1f} min, {proj_plain / proj_ours:.1f}x")
+    print(
+        f"projection to full C-NMC ({FULL_TRAIN} + {FULL_VAL} cells, {epochs} epochs, this machine): "
+        f"ours {proj_ours / 60:.1f} min, ordinary {proj_plain / 60:.1f} min, {proj_plain / proj_ours:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def main() -> None:
     from cnmc_core.splits import assign
     from cnmc_core.training import fit_on_images
 
-    config = from_preset("paper", models=(args.model,), weights="none", input_size=args.input_size, epochs=args.epochs, seed=args.seed)
+    config = from_preset(
+        "paper", models=(args.model,), weights="none", input_size=args.input_size, epochs=args.epochs, seed=args.seed
+    )
     spec = get_spec(args.model)
     s = scan(args.data)
     _, rows = assign(s, config.split, config.val_fold, config.val_fraction, config.seed)
@@ -60,11 +62,20 @@ def main() -> None:
     history, best = fit_on_images(clf, x_train, y_train, x_val, y_val, config)
     prob = p_all(clf.predict(x_val, batch_size=64, verbose=0))
     m = classification_metrics(y_val, prob)
-    print(json.dumps({
-        "seconds": round(time.perf_counter() - started, 2), "epochs_run": int(len(history)), "best_epoch": best,
-        "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "roc_auc": m["roc_auc"],
-        "n_train": len(train), "n_val": len(val),
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": round(time.perf_counter() - started, 2),
+                "epochs_run": int(len(history)),
+                "best_epoch": best,
+                "accuracy": m["accuracy"],
+                "balanced_accuracy": m["balanced_accuracy"],
+                "roc_auc": m["roc_auc"],
+                "n_train": len(train),
+                "n_val": len(val),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ Keras classes at import and so is lazy like Keras itself).
     predict      classifying uploads with every model of a study
     analysis     a study's statistics (the `stats` command)
     study        running a study, and its study-end hooks
-    report       the self-contained HTML report of a study
+    report       (planned, issue 17) the self-contained HTML report of a study
     dashboard    the dashboard's read model (dashboard.base first, then one module per page family)
     commands     what each command of the command line does, and the tables it prints
     cli          the command line: arguments, parsing, exit codes
@@ -51,7 +51,8 @@ __version__ = "0.1.0"
 # The layer order above, as data: tests/test_structure.py reads it. A name that has no module yet is allowed.
 LAYERS = (
     "registry", "runtime", "config", "disk", "artifacts", "store", "progress", "images", "synthetic", "smears",
-    "dataset", "splits", "stats", "patient_stats", "evaluation", "models", "features", "projection", "head", "training", "render",
-    "explain", "gallery", "ood", "segment", "prepare", "predict", "analysis", "study", "report", "dashboard",
+    "dataset", "splits", "stats", "patient_stats", "evaluation", "models", "features", "projection", "head",
+    "training", "render", "explain", "gallery", "ood", "segment", "prepare", "predict", "analysis", "study",
+    "report", "dashboard",
     "commands", "cli", "__main__",
 )

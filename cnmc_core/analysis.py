@@ -1,9 +1,12 @@
 """The study's statistics, computed from the saved predictions alone (so they can be recomputed).
 
-For every complete model: 95% subject-bootstrap intervals of every metric (`ci95` in
-metrics.json) and accuracy per validation subject (`subjects.csv`). Then the ensemble (mean
-P(ALL) of the models, saved as models/ensemble/ like a model) and `comparison.csv` (all model
-pairs: exact McNemar with Holm adjustment, AUC difference with a subject-bootstrap interval).
+For every complete model, each at its own saved threshold: 95% class-stratified subject-bootstrap
+intervals of every metric (`ci95`, with `ci_replicates` and `ci_method` saying how many replicates were
+used), the patient-level results (`patient`: `patient_stats.patient_block`) in metrics.json, and
+accuracy per validation subject (`subjects.csv`). Then the ensemble (mean P(ALL) of the models, saved
+as models/ensemble/ like a model, at its own saved threshold) and `comparison.csv`: every pair of
+models tested by subject (the paired sign-flip test, Holm-adjusted: the headline), with cell-level
+McNemar beside it and the AUC difference (`patient_stats.compare_models_by_subject`). Why: docs/statistics.md.
 
 Every file is read through the store's checks: a damaged one stops the analysis with an
 `ArtifactError` naming it, instead of silently leaving that model out of the ensemble.
@@ -12,16 +15,21 @@ Every file is read through the store's checks: a damaged one stops the analysis 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .disk import write_csv
 from .evaluation import classification_metrics
-from .stats import N_BOOT, compare_models, metric_cis, per_subject
+from .patient_stats import SUBJECT_COLUMNS, compare_models_by_subject, patient_block
+from .stats import N_BOOT, class_stratified_cis, per_subject
 from .store import ENSEMBLE, StoreError, StudyLock, StudyStore
 
 log = logging.getLogger(__name__)
 MAX_BOOT = 100_000  # bootstrap replicates: more gains nothing visible and costs memory in proportion
+ENSEMBLE_THRESHOLD = 0.5  # the ensemble has no training-side predictions to choose a threshold on
 
 
 def analyse_study(
@@ -48,34 +56,53 @@ def analyse_study(
                 f"its {len(expected)} models cannot be built; finish the study, or pass --partial-ensemble to use "
                 f"the {len(keys)} complete one(s)"
             )
-        predictions = {}
+        predictions, thresholds = {}, {}
         for key in keys:
             preds = store.read_predictions(key)
-            threshold = store.read_metrics(key).get("threshold", 0.5)
-            cis = metric_cis(preds["label"], preds["prob_all"], preds["subject"].astype(str), threshold, n_boot, seed)
-            store.update_metrics(key, {"ci95": cis, "ci_method": f"{n_boot} subject-bootstrap replicates, seed {seed}"})
+            threshold = float(store.read_metrics(key).get("threshold", 0.5))
+            store.update_metrics(key, _statistics(preds, threshold, n_boot, seed))
             write_csv(store.subjects_csv(key), per_subject(preds, threshold))
-            predictions[key] = preds
+            predictions[key], thresholds[key] = preds, threshold
 
         has_ensemble = len(predictions) >= 2
         if has_ensemble:
             ensemble = _ensemble(predictions)
-            metrics = classification_metrics(ensemble["label"].to_numpy(), ensemble["prob_all"].to_numpy())
-            metrics.update(
-                model=ENSEMBLE, name="Ensemble (mean)", members=list(predictions),
-                ci95=metric_cis(ensemble["label"], ensemble["prob_all"], ensemble["subject"].astype(str), 0.5, n_boot,
-                                seed),
-                ci_method=f"{n_boot} subject-bootstrap replicates, seed {seed}",
-            )
+            threshold = _ensemble_threshold(store)
+            metrics = classification_metrics(ensemble["label"].to_numpy(), ensemble["prob_all"].to_numpy(), threshold)
+            metrics.update(model=ENSEMBLE, name="Ensemble (mean)", members=list(predictions),
+                           threshold_source="saved" if threshold != ENSEMBLE_THRESHOLD else "0.5, not tuned",
+                           **_statistics(ensemble, threshold, n_boot, seed))
             store.write_ensemble(metrics, ensemble)
-            write_csv(store.subjects_csv(ENSEMBLE), per_subject(ensemble))
+            write_csv(store.subjects_csv(ENSEMBLE), per_subject(ensemble, threshold))
         else:  # fewer than two models: an ensemble left from an earlier run no longer holds
             store.model_file(ENSEMBLE, "metrics.json").unlink(missing_ok=True)
-        comparison = compare_models(predictions, n_boot=n_boot, seed=seed)
+        # Each model at its own saved threshold (a shared 0.5 was issue 14, point 3); the ensemble is not a
+        # pair member: it is made of these models.
+        comparison = compare_models_by_subject(predictions, thresholds, n_boot=n_boot, seed=seed)
         write_csv(store.comparison_csv, comparison)
     log.info("statistics: %d models, %d pairs compared%s", len(predictions), len(comparison),
              ", ensemble saved" if has_ensemble else "")
     return {"models": list(predictions), "ensemble": has_ensemble, "pairs": int(len(comparison))}
+
+
+def _statistics(predictions: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict:
+    """metrics.json keys from one model's predictions at its threshold: ci95, ci_replicates, ci_n_boot,
+    ci_method (class-stratified subject bootstrap) and the `patient` block."""
+    cis = class_stratified_cis(predictions["label"], predictions["prob_all"], predictions["subject"].astype(str),
+                               threshold, n_boot, seed)
+    # No training-side predictions are saved yet, so the patient share threshold is the untuned 0.5
+    # (patient_block says so in share_threshold_source).
+    patient = patient_block(predictions, threshold, n_boot=n_boot, seed=seed)
+    return {"ci95": cis["ci95"], "ci_replicates": cis["replicates"], "ci_n_boot": cis["n_boot"],
+            "ci_method": cis["method"], "patient": patient}
+
+
+def _ensemble_threshold(store: StudyStore) -> float:
+    """The ensemble's saved threshold (kept across recomputation), else ENSEMBLE_THRESHOLD."""
+    if not store.model_file(ENSEMBLE, "metrics.json").is_file():
+        return ENSEMBLE_THRESHOLD
+    saved = store.read_metrics(ENSEMBLE).get("threshold", ENSEMBLE_THRESHOLD)
+    return float(saved) if isinstance(saved, (int, float)) and 0 < saved < 1 else ENSEMBLE_THRESHOLD
 
 
 def _ensemble(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -91,3 +118,75 @@ def _ensemble(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
         probs.append(merged["prob_all"].to_numpy())
     out["prob_all"] = sum(probs) / len(probs)
     return out
+
+
+# ---- one verdict, the same on every page ------------------------------------------------------------
+
+ALPHA = 0.05  # a pair differs significantly when its Holm-adjusted subject-level p is below this
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the subject-level test says about the models of one comparison.csv."""
+    tested: bool  # the file has the subject-level columns (older ones hold cell-level McNemar only)
+    winner: str | None  # the model key that beats every other model significantly, else None
+    n_subjects: int | None  # the test's N (patients)
+    n_pairs: int  # the Holm adjustment's K
+    significant_pairs: int  # pairs with p_subject_holm < ALPHA
+    sentence: str  # one sentence for people ('' when not tested)
+
+
+def verdict(comparison: pd.DataFrame | None, name: Callable[[str], str] = str) -> Verdict:
+    """The headline: which model, if any, beats every other by the paired sign-flip test over subjects
+    (`p_subject_holm` < ALPHA against each of them, and more accurate on average). `name`: key -> display name."""
+    if comparison is None or not set(SUBJECT_COLUMNS) <= set(comparison.columns) or comparison.empty:
+        return Verdict(False, None, None, 0 if comparison is None else len(comparison), 0, "")
+    c = comparison
+    p = pd.to_numeric(c["p_subject_holm"], errors="coerce")
+    diff = pd.to_numeric(c["subject_diff"], errors="coerce")
+    keys = list(dict.fromkeys([*c["model_a"], *c["model_b"]]))
+    wins = {k: 0 for k in keys}
+    for a, b, pk, d in zip(c["model_a"], c["model_b"], p, diff):
+        if pk < ALPHA and d != 0:
+            wins[a if d > 0 else b] += 1
+    winners = [k for k in keys if wins[k] == len(keys) - 1]
+    n = pd.to_numeric(c["n_subjects"], errors="coerce").max()
+    n_subjects = int(n) if n == n else None
+    how = f"(paired sign-flip test over {n_subjects} patients, Holm-adjusted over {len(c)} pair{'s' * (len(c) != 1)})"
+    significant = int((p < ALPHA).sum())
+    if len(winners) == 1:
+        sentence = f"{name(winners[0])} beats every other model {how}."
+    else:
+        others = f"; {significant} of {len(c)} pairs differ" if significant else ""
+        sentence = f"No model is significantly better than the others {how}{others}."
+    return Verdict(True, winners[0] if len(winners) == 1 else None, n_subjects, len(c), significant, sentence)
+
+
+PATIENT_SUMMARY = ("Model", "Patients", "ALL", "HEM", "Patient AUC", "AUC 95% low", "AUC 95% high",
+                   "Patient accuracy", "Acc. 95% low", "Acc. 95% high", "Share threshold", "Share threshold from")
+
+
+def patient_summary(metrics: Mapping[str, dict], name: Callable[[str], str] = str) -> pd.DataFrame:
+    """One row per model key whose metrics.json has a `patient` block, for people: PATIENT_SUMMARY (patient AUC
+    of the mean P(ALL) and accuracy at the share threshold, each with its 95% class-stratified patient
+    interval). `name`: key -> display name."""
+    rows = []
+    for key, m in metrics.items():
+        block = m.get("patient") if isinstance(m, dict) else None
+        if not isinstance(block, dict):
+            continue
+        ci = block.get("ci95") if isinstance(block.get("ci95"), dict) else {}
+        rows.append([name(key), block.get("n_patients"), block.get("n_all"), block.get("n_hem"),
+                     _number(block.get("roc_auc_mean_prob")), *_bounds(ci.get("roc_auc_mean_prob")),
+                     _number(block.get("accuracy")), *_bounds(ci.get("accuracy")),
+                     _number(block.get("share_threshold")),
+                     str(block.get("share_threshold_source", "?"))])
+    return pd.DataFrame(rows, columns=list(PATIENT_SUMMARY))
+
+
+def _bounds(interval) -> list[float]:
+    return [_number(x) for x in interval] if isinstance(interval, list) and len(interval) == 2 else [np.nan, np.nan]
+
+
+def _number(x) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan

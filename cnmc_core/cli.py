@@ -18,6 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from . import commands, explain
 from .analysis import MAX_BOOT
 from .config import PRESETS
+from .predict import PREPARE_MODES
 from .registry import MODELS, parse_model_list
 from .runtime import DISTRIBUTE_MODES, PRECISIONS, XLA_MODES
 from .splits import SPLIT_MODES
@@ -160,9 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="build the ensemble from the complete models even when some model of the study is missing")
     st.set_defaults(func=commands.cmd_stats)
 
-    pr = sub.add_parser("predict", parents=[root], help="P(ALL) from every model of a study, one JSON line per image")
+    pr = sub.add_parser("predict", parents=[root], help=(
+        "P(ALL) from every model of a study, one JSON line per white cell found (exit 1 when any line is an error)"))
     study(pr)
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (BMP, PNG, JPEG, TIFF)")
+    pr.add_argument("--prepare", default="auto", choices=PREPARE_MODES, help=(
+        "auto (default): find the white cells of a smear crop or field and classify a C-NMC-style frame of each "
+        "(a C-NMC frame passes through unchanged); off: classify each image as it is"))
+    pr.add_argument("--um-per-px", type=float, metavar="X",
+                    help="the images' scale in micrometres per pixel (default: measured from their red cells)")
+    pr.add_argument("--save-prepared", metavar="DIR",
+                    help="also write each cell's frame, as the models saw it, to DIR/<image stem>_cell<i>.png")
     pr.set_defaults(func=commands.cmd_predict)
 
     ex = sub.add_parser("explain", parents=[root],

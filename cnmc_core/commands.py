@@ -22,6 +22,7 @@ from .config import ablation_configs, from_preset
 from .disk import write_bytes, write_json, write_npy
 from .models import resolve_weights
 from .predict import Predictor
+from .prepare import PrepareOptions
 from .progress import ProgressEvent
 from .registry import MODELS, get_spec
 from .store import StudyLock, StudyStore, artifacts_root, list_studies
@@ -224,6 +225,14 @@ def _print_table(store, keys) -> None:
 
 
 def cmd_predict(args) -> int:
+    """One JSON line per white cell found (per image with --prepare off). Exit 0 when every input gave a
+    prediction, 1 when any line is an error (as grep and ImageMagick's identify do)."""
+    try:
+        PrepareOptions(um_per_px=args.um_per_px)  # a bad --um-per-px fails before TensorFlow starts
+    except ValueError as e:
+        raise ValueError(f"--um-per-px: {e}") from None
+    if args.save_prepared and Path(args.save_prepared).exists() and not Path(args.save_prepared).is_dir():
+        raise ValueError(f"--save-prepared {args.save_prepared!r} is a file; give a folder")
     store = StudyStore(args.artifacts, args.study).require()
     _import_tensorflow_quietly()
     predictor = Predictor.load(store)
@@ -231,10 +240,13 @@ def cmd_predict(args) -> int:
         print(f"warning: {reason}", file=sys.stderr)
     failed = 0
     for image in args.images:
-        result = predictor.predict(image, name=image)
-        failed += "error" in result
-        print(json.dumps(result), flush=True)
-    return 0 if failed < len(args.images) else 2
+        for out in predictor.classify_prepared(image, name=image, prepare=args.prepare, um_per_px=args.um_per_px):
+            failed += "error" in out.result
+            if args.save_prepared and out.cell is not None:
+                frame = Path(args.save_prepared) / f"{Path(image).stem}_cell{out.cell.index}.png"
+                write_bytes(frame, render.png_bytes(out.cell.frame))
+            print(json.dumps(out.result), flush=True)
+    return 1 if failed else 0
 
 
 def cmd_explain(args) -> int:

@@ -172,11 +172,21 @@ def ood_check(
 def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> dict:
     """Image statistics and per-model feature statistics of `n` training frames, saved with the study.
 
-    Returns the image reference. Frames are sampled evenly over the two classes with the study's seed.
-    `load(key)` gives a model's classifier (default: loaded from the study).
+    Returns the image reference. `load(key)` gives a model's classifier (default: loaded from the study).
     """
-    import keras
+    info = store.read_study()
+    images, sha1s = reference_frames(store, n)
+    image_ref = image_reference([frame_statistics(img) for img in images])
+    features = _feature_references(store, info, images, sha1s, load)
+    store.write_references(image_ref, features)
+    log.info("out-of-distribution reference: %d training frames, %d models", len(images), len(features))
+    return image_ref
 
+
+def reference_frames(store: StudyStore, n: int = REFERENCE_IMAGES) -> tuple[list[Image.Image], list[str]]:
+    """(decoded RGB frames, their sha1s): `n` training frames, sampled evenly over the two classes with the
+    study's seed (the same frames give the smear preparation's stain reference: study.build_study_explanations).
+    """
     info = store.read_study()
     split = store.read_split()
     train = split[split["split"] == "train"]
@@ -197,7 +207,11 @@ def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> 
             log.warning("reference: skipped %s (%s)", train.loc[i, "path"], e)
     if not images:
         raise ValueError(f"none of the reference frames could be read under {data_root}; was the data moved?")
-    image_ref = image_reference([frame_statistics(img) for img in images])
+    return images, sha1s
+
+
+def _feature_references(store: StudyStore, info: dict, images: list, sha1s: list[str], load) -> dict:
+    import keras
 
     features = {}
     for key in info.get("models", []):
@@ -229,6 +243,5 @@ def build_reference(store: StudyStore, n: int = REFERENCE_IMAGES, load=None) -> 
             "config_hash": np.str_(store.read_metrics(key).get("config_hash", "")),
         }
         del model
-    store.write_references(image_ref, features)
-    log.info("out-of-distribution reference: %d training frames, %d models", len(images), len(features))
-    return image_ref
+    return features
+

@@ -8,6 +8,9 @@ number `predictions.csv` holds for validation images; each model votes at its ow
 Each result also carries the out-of-distribution check (`ood`, see ood.py: a warning with one reason
 per problem, when the frame is unlike the study's training frames) and, when asked for, each model's
 heatmap (explain.py). How those are computed lives in those modules; this one runs the models.
+
+`classify_prepared` first makes C-NMC-style frames of the white cells of a smear crop (prepare.py) and
+classifies each; an upload that already is a C-NMC frame passes through with the same numbers as `classify`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from .features import orient
 from .images import ImageError, open_image, preprocess, resize_frame
 from .models import HEAD_POOL, load_classifier, p_all
 from .ood import ood_check
+from .prepare import PreparedCell, PrepareOptions
+from .prepare import prepare as prepare_upload  # `prepare` is classify_prepared's parameter
 from .registry import MODELS, get_spec
 from .render import shrink
 from .store import ENSEMBLE, StudyStore
@@ -39,6 +44,7 @@ class Classification:
     result: dict  # as `predict` prints it: file, predictions, ensemble, label, agreement, ... or file, error
     image: Image.Image | None = None  # decoded RGB frame (None on error)
     heatmaps: dict = field(default_factory=dict)  # key -> explain.Explanation, when asked for
+    cell: PreparedCell | None = None  # the white cell this result is about (prepared or passed through), if any
 
     def for_display(self, max_side: int = 480) -> Classification:
         """A copy with the image and heatmaps at most `max_side` pixels a side (what a page keeps)."""
@@ -46,7 +52,10 @@ class Classification:
             return self
         image = shrink(self.image, None, max_side)[0]
         heatmaps = {k: replace(e, heatmap=to_image_size(e.heatmap, image.size)) for k, e in self.heatmaps.items()}
-        return Classification(self.result, image, heatmaps)
+        return Classification(self.result, image, heatmaps, self.cell)
+
+
+PREPARE_MODES = ("auto", "off")  # auto: find the white cells and make C-NMC-style frames; off: the upload as it is
 
 
 @dataclass
@@ -61,6 +70,7 @@ class Predictor:
     views: int = 1  # orientations averaged (features.orient), > 1 when the study used tta
     ensemble_threshold: float = 0.5
     image_reference: dict | None = None  # ood.image_reference of the training frames
+    colour_reference: dict | None = None  # prepare.colour_reference of the training frames; None: no stain norm.
     feature_references: dict = field(default_factory=dict)  # key -> {mean, scale, limit}
     _forward: dict = field(default_factory=dict)  # key -> model giving (pooled features, scores)
     _explainers: dict = field(default_factory=dict)
@@ -99,6 +109,7 @@ class Predictor:
         if store.model_complete(ENSEMBLE):
             p.ensemble_threshold = float(store.read_metrics(ENSEMBLE).get("threshold", 0.5))
         p.image_reference = store.read_image_reference()
+        p.colour_reference = store.read_image_reference(colour=True)
         # One line per load: the load test (tests/test_many_users.py) counts these in the server's log.
         log.info("loaded the models of study %r: %s", store.name, ", ".join(p.models) or "none")
         return p
@@ -132,13 +143,15 @@ class Predictor:
         `cam`: None, or a method of explain.METHODS; the heatmaps are in the image's coordinates.
         Bad input gives a result {file, error} with a one-line reason, never an exception.
         """
-        label = name or (Path(source).name if isinstance(source, (str, Path)) else "upload")
-        try:
-            img = open_image(source)
-        except ImageError as e:
-            return Classification({"file": label, "error": str(e).split(": ", 1)[-1]})
-        except OSError as e:
-            return Classification({"file": label, "error": f"cannot read the file ({e.strerror or e})"})
+        label = _file_label(source, name)
+        img = _decode(source, label)
+        if isinstance(img, Classification):
+            return img
+        return self.classify_image(img, label, cam, target)
+
+    def classify_image(self, img: Image.Image, label: str, cam: str | None = None,
+                       target: str = "predicted") -> Classification:
+        """One decoded RGB frame through every model (see `classify`)."""
         probs, feats = self.forward_image(img)
         result = summarise(label, probs, self.broken, self.thresholds, self.ensemble_threshold)
         result["ood"] = self.ood_check(img, feats)
@@ -149,6 +162,50 @@ class Predictor:
                     img, cam, target, p_all=probs[key], threshold=self.thresholds[key]
                 )
         return Classification(result, img, heatmaps)
+
+    def classify_prepared(
+        self, source: str | Path | bytes, name: str | None = None, prepare: str = "auto",
+        um_per_px: float | None = None, cam: str | None = None, target: str = "predicted",
+    ) -> list[Classification]:
+        """One Classification per white cell found in a smear crop or field (prepare.py), in reading order.
+
+        prepare="off": the upload as it is, one result exactly as `classify` gives it. prepare="auto": an upload
+        that already is a C-NMC frame passes through unchanged (the same predictions as "off"); otherwise each
+        white cell is made into a C-NMC-style frame and classified. Each result gains "cell" (0, 1, ...), "bbox"
+        ([x0, y0, x1, y1] in the upload's pixels), "prepared" (false for a pass-through), "scale" (micrometres per
+        pixel, how it was found, the cell's diameter), "found" (white cells found) and "notes". An upload without a
+        white cell gives one result {file, error: "no white cell found: ..."}; an unreadable one, {file, error}.
+        `um_per_px`: the user's stated scale of the upload (otherwise measured from its red cells).
+        """
+        if prepare not in PREPARE_MODES:
+            raise ValueError(f"prepare must be one of {list(PREPARE_MODES)}; got {prepare!r}")
+        options = PrepareOptions(um_per_px=um_per_px, colour_reference=self.colour_reference)  # 450 px frames
+        if prepare == "off":
+            return [self.classify(source, name, cam, target)]
+        label = _file_label(source, name)
+        img = _decode(source, label)
+        if isinstance(img, Classification):
+            return [img]
+        preparation = prepare_upload(img, options)
+        if preparation.error:
+            return [Classification({"file": label, "error": preparation.error})]
+        notes = list(preparation.notes)
+        if self.colour_reference is None and not preparation.passthrough:
+            notes = [n for n in notes if not n.startswith("no colour reference")]
+            notes.append("the study has no colour reference saved: the stain is not normalised")
+        out = []
+        for cell in preparation.cells:
+            classification = self.classify_image(cell.frame, label, cam, target)
+            summary = cell.summary()
+            classification.result.update({
+                "cell": cell.index, "bbox": summary["bbox"], "prepared": cell.prepared,
+                "scale": {"um_per_px": summary["um_per_px"], "source": summary["scale"],
+                          "diameter_um": summary["diameter_um"]},
+                "found": preparation.found, "notes": summary["notes"] + notes,
+            })
+            classification.cell = cell
+            out.append(classification)
+        return out
 
     def predict(self, source: str | Path | bytes, name: str | None = None) -> dict:
         """One result per image, as `predict` prints it: predictions, ensemble, label, agreement, ood; or error."""
@@ -167,12 +224,27 @@ class Predictor:
         return ood_check(img, feats, self.image_reference, self.feature_references)
 
 
+def _file_label(source: str | Path | bytes, name: str | None) -> str:
+    return name or (Path(source).name if isinstance(source, (str, Path)) else "upload")
+
+
+def _decode(source: str | Path | bytes, label: str) -> Image.Image | Classification:
+    """The decoded RGB image, or a Classification {file, error} saying in one line why it cannot be read."""
+    try:
+        return open_image(source)
+    except ImageError as e:
+        return Classification({"file": label, "error": str(e).split(": ", 1)[-1]})
+    except OSError as e:
+        return Classification({"file": label, "error": f"cannot read the file ({e.strerror or e})"})
+
+
 def results_frame(results: list[dict]) -> pd.DataFrame:
     """One row per file (the CSV a page offers): file, label, ensemble, agreement, uncertainty,
     out-of-distribution warning and reasons, each model's P(ALL), and the error of a file that failed."""
     rows = []
     for r in results:
-        row = {"file": r["file"], "label": r.get("label", ""), "ensemble P(ALL)": r.get("ensemble"),
+        row = {"file": r["file"], "cell": r.get("cell"), "prepared": r.get("prepared"),
+               "label": r.get("label", ""), "ensemble P(ALL)": r.get("ensemble"),
                "agreement": r.get("agreement", ""), "uncertainty": r.get("uncertainty", "")}
         ood = r.get("ood") or {}
         row["unreliable (out of distribution)"] = bool(ood.get("warning")) if "ood" in r else None

@@ -206,6 +206,8 @@ class StudyStore:
     def feature_reference(self, key: str) -> Path:
         return self.inside(self.dir / "reference" / f"{_safe_part(key)}.npz")
 
+    colour_reference = property(lambda self: self.inside(self.dir / "reference" / "colour.json"))  # prepare.py
+
     # writing (under a StudyLock, which also proves the folder writable before hours of training) --
     def write_study(self, info: dict) -> None:
         disk.write_json(self.study_json, info)
@@ -295,8 +297,8 @@ class StudyStore:
     def read_gallery_index(self) -> dict | None:
         return _optional(lambda: disk.read_json(self.gallery_index), dict)
 
-    def read_image_reference(self) -> dict | None:
-        return _optional(lambda: disk.read_json(self.image_reference), dict)
+    def read_image_reference(self, colour: bool = False) -> dict | None:  # colour: the stain reference
+        return _optional(lambda: disk.read_json(self.colour_reference if colour else self.image_reference), dict)
 
     def read_feature_reference(self, key: str) -> dict[str, np.ndarray] | None:
         return _optional(lambda: disk.read_npz(self.feature_reference(key)), dict)

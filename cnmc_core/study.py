@@ -23,14 +23,15 @@ from . import __version__, runtime
 from .analysis import analyse_study
 from .config import StudyConfig, model_config_hash
 from .dataset import scan as scan_dataset
-from .disk import remove_stale_temp_files
+from .disk import remove_stale_temp_files, write_json
 from .evaluation import classification_metrics
 from .explain import study_classifier
 from .features import FeatureCache, extract
 from .gallery import build_gallery
 from .head import choose_threshold, head_probabilities
 from .models import base_fingerprint, build_classifier, feature_model, save_classifier
-from .ood import build_reference
+from .ood import build_reference, reference_frames
+from .prepare import colour_reference
 from .progress import ProgressEvent
 from .registry import get_spec
 from .splits import assign
@@ -218,7 +219,11 @@ def build_study_explanations(store: StudyStore, in_memory: dict | None = None) -
             loaded[key] = study_classifier(store, key)
         return loaded[key]
 
-    for what, build in (("Grad-CAM gallery", build_gallery), ("out-of-distribution reference", build_reference)):
+    def stain_reference(store: StudyStore, load=None) -> None:  # for the smear preparation of uploads
+        write_json(store.colour_reference, colour_reference(reference_frames(store)[0]))
+
+    for what, build in (("Grad-CAM gallery", build_gallery), ("out-of-distribution reference", build_reference),
+                        ("stain reference", stain_reference)):
         try:
             build(store, load=load)
         except Exception as e:  # noqa: BLE001 - the study's results are complete without these

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need and run them all (unit, end-to-end and browser tests).
+# Install what the tests need, lint, and run every test (unit, end-to-end and browser tests).
 # Usage: bash scripts/test.sh [pytest options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +10,6 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; the browser tests will be skipped" >&2
 fi
+# The linter first (ruff, configured in pyproject.toml): a lint error fails the run before any test.
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

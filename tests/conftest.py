@@ -106,3 +106,24 @@ def tiny_study(demo_data, tmp_path_factory):
     config = from_preset("paper_std", models=TINY_MODELS, weights="none", input_size=TINY_SIZE, epochs=4, seed=1)
     run_study(demo_data, config, root=root, name="tiny")
     return root, "tiny"
+
+
+SHARED_SIZE = 75  # the smallest side every registry model accepts (InceptionV3's minimum)
+
+
+@pytest.fixture(scope="session")
+def registry_classifier():
+    """`registry_classifier(key)`: that registry model's flat classifier at 75 px with random weights, built once
+    for the whole run (building the seven costs about a minute here). Tests read it; none may change it
+    (a test that unfreezes layers builds its own)."""
+    from cnmc_core.models import build_classifier
+    from cnmc_core.registry import MODELS
+
+    built = {}
+
+    def get(key: str):
+        if key not in built:
+            built[key] = build_classifier(MODELS[key], SHARED_SIZE, weights="none")
+        return built[key]
+
+    return get

@@ -130,8 +130,8 @@ def test_overview_describes_the_study_and_marks_the_best(study):
     assert splits.loc["val", "subjects"] == summary["val"]["subjects"]
 
     view = overview.overview(base.load_study(str(root), name))
-    best_auc = max(("vgg16", "efficientnet_b0"), key=lambda k: metrics_json(root, name, k)["roc_auc"])
-    assert MODELS[best_auc].name in view.best["ROC AUC"]
+    # The demo's few validation patients cannot make any pair significant: no model is marked best (issue 14).
+    assert view.best == {} and view.verdict.startswith("No model is significantly better than the others")
     csv = pd.read_csv(io.StringIO(view.csv))
     assert len(csv) == 5 and set(csv["Source"]) == {base.OURS, base.PAPER}  # 2 models, 2 paper rows, the ensemble
     assert at.get("download_button")

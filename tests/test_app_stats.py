@@ -51,7 +51,7 @@ def _write_json(path: Path, obj: dict) -> None:
 def stats_root(tiny_study, tmp_path_factory) -> Path:
     root, name = tiny_study
     base = tmp_path_factory.mktemp("stats")
-    for study in ("tiny", "three", "other", "old"):
+    for study in ("tiny", "three", "other", "old", "winner"):
         shutil.copytree(Path(root) / name, base / study, ignore=shutil.ignore_patterns("model.keras"))
         info = _json(base / study / "study.json")
         _write_json(base / study / "study.json", {**info, "name": study})
@@ -63,6 +63,11 @@ def stats_root(tiny_study, tmp_path_factory) -> Path:
     ensemble = _json(three / "models" / "ensemble" / "metrics.json")
     _write_json(three / "models" / "ensemble" / "metrics.json", {**ensemble, "members": [*info["models"], "resnet50"]})
     PAIRS.to_csv(three / "comparison.csv", index=False)
+
+    winner = pd.read_csv(base / "winner" / "comparison.csv")  # as if VGG16 were better on nearly every patient
+    winner.loc[0, ["p_subject", "p_subject_holm"]] = [0.004, 0.004]
+    winner.loc[0, "subject_diff"] = 0.2 if winner.loc[0, "model_a"] == "vgg16" else -0.2
+    winner.to_csv(base / "winner" / "comparison.csv", index=False)
 
     vgg = base / "other" / "models" / "vgg16" / "metrics.json"
     m = _json(vgg)
@@ -181,7 +186,9 @@ def test_curves_draw_the_ensemble_and_the_saved_reliability_bins(root):
 def test_compare_matrix_has_the_p_values_and_marks_the_significant_pairs(root):
     at = open_page(COMPARE, "three")
     assert at.title[0].value == "Compare"
-    (heatmap,) = [f["data"][0] for f in figures(at) if colour_bar_title(f) == "p (Holm)"]
+    # Its comparison.csv predates the subject-level test: McNemar, labelled as such, and how to recompute.
+    assert "python -m cnmc_core stats --study three" in texts(at.warning)
+    (heatmap,) = [f["data"][0] for f in figures(at) if colour_bar_title(f) == "p (McNemar, Holm)"]
     names = list(heatmap["y"])
     assert names == ["VGG16", "EfficientNetB0", "ResNet50"] and list(heatmap["x"]) == names
     z, text = array(heatmap["z"]).astype(float), heatmap["text"]
@@ -200,6 +207,44 @@ def test_compare_matrix_has_the_p_values_and_marks_the_significant_pairs(root):
     table = at.dataframe[0].value
     assert table.loc[table["Significant"], ["Model A", "Model B"]].values.tolist() == [["VGG16", "EfficientNetB0"]]
     assert "✱" in texts(at.markdown) and "Holm" in texts(at.markdown)
+
+
+def test_compare_opens_with_the_subject_level_verdict_and_colours_by_it(root):
+    at = open_page(COMPARE, "tiny")
+    saved = pd.read_csv(root / "tiny" / "comparison.csv")
+    n, (p,) = int(saved["n_subjects"].iloc[0]), saved["p_subject_holm"]
+    verdict = ("No model is significantly better than the others" if p >= 0.05 else "beats every other model")
+    assert f"{verdict} (paired sign-flip test over {n} patients, Holm-adjusted over 1 pair)" in texts(at.markdown)
+    (figure,) = [f for f in figures(at) if colour_bar_title(f) == "p (patients, Holm)"]
+    z = array(figure["data"][0]["z"]).astype(float)
+    assert z[0, 1] == z[1, 0] == pytest.approx(p)
+    assert figure["layout"]["title"]["text"].startswith(f"Unit: patient · N = {n} patients")
+    at.toggle(key="_w_pairs_table").set_value(True).run()
+    table = next(d.value for d in at.dataframe if "Model A" in d.value)
+    assert table["p (patients, Holm)"].iloc[0] == pytest.approx(p)
+    assert any("assumes independent cells" in c for c in table.columns)  # McNemar stays, labelled
+    patients = next(d.value for d in at.dataframe if "Patient AUC" in d.value)
+    assert list(patients["Patients"]) == [n, n, n]  # both models and the ensemble, all validation patients
+    assert "stats --study tiny" not in texts(at.warning)  # current statistics: no call to recompute
+
+
+def test_overview_marks_a_best_model_only_when_the_subject_test_names_one(root):
+    at = open_page(PAGES["overview"], "tiny")
+    p = float(pd.read_csv(root / "tiny" / "comparison.csv")["p_subject_holm"].iloc[0])
+    view = overview.overview(base.load_study(str(root), "tiny"))
+    if p >= 0.05:  # nothing significant: no green, and the page says so
+        assert view.best == {}
+        assert "No model is significantly better than the others" in texts(at.markdown)
+    patients = next(d.value for d in at.dataframe if "Patient AUC" in d.value)
+    n = metrics_of(root, "tiny", "vgg16")["patient"]["n_patients"]
+    assert list(patients["Model"]) == ["VGG16", "EfficientNetB0", base.ENSEMBLE_NAME]
+    assert (patients["Patients"] == n).all()
+
+    won = overview.overview(base.load_study(str(root), "winner"))
+    assert won.verdict.startswith("VGG16 beats every other model")
+    assert all(names == ["VGG16"] for names in won.best.values())
+    legacy = overview.overview(base.load_study(str(root), "three"))  # McNemar only: no best, how to recompute
+    assert legacy.best == {} and "python -m cnmc_core stats --study three" in legacy.verdict
 
 
 def test_compare_shows_reliability_diagrams_and_the_hardest_subjects(root):

@@ -14,9 +14,14 @@ from .conftest import ROOT
 
 @pytest.mark.slow
 def test_device_check_runs_on_the_cpu_in_its_tiny_setting():
-    out = subprocess.run(["bash", "benchmarks/device_check.sh", "--tiny", "--models", "efficientnet_b0,resnet50"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHON": sys.executable})  # this environment's
+    out = subprocess.run(
+        ["bash", "benchmarks/device_check.sh", "--tiny", "--models", "efficientnet_b0,resnet50"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHON": sys.executable},
+    )  # this environment's
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(summary["models"]) == {"efficientnet_b0", "resnet50"}

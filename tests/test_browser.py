@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -23,9 +24,23 @@ pytestmark = chromium_marks("sync_api")
 def page(tiny_study):
     root, _ = tiny_study
     with serve(root) as url, browser() as b:
-        tab = b.new_context(base_url=url, viewport={"width": 1400, "height": 1200}).new_page()
+        context = b.new_context(base_url=url, viewport={"width": 1400, "height": 1200})
+        context.route("**/*", _loopback_only)
+        tab = context.new_page()
         tab.set_default_timeout(60_000)
         yield tab
+
+
+OUTSIDE: list[str] = []  # every request the pages attempted beyond this machine (aborted)
+
+
+def _loopback_only(route) -> None:
+    """No network beyond 127.0.0.1: a medical-image tool used locally must call no third party."""
+    if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+        route.continue_()
+    else:
+        OUTSIDE.append(route.request.url)
+        route.abort()
 
 
 def visit(page, path: str) -> None:
@@ -96,4 +111,12 @@ def test_compare_page_draws_its_statistics(page):
     main = page.locator('[data-testid="stMain"]')
     assert "This page could not be shown" not in main.inner_text()
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3  # p-values, reliability diagrams, subjects
-    assert "p (Holm)" in main.inner_text()
+    assert "p (patients, Holm)" in main.inner_text()
+
+
+def test_no_page_asked_for_anything_beyond_this_machine(page):
+    """Runs last: every page above was visited and a cell uploaded; no request left 127.0.0.1 (icons and fonts
+    are served by the app itself)."""
+    for path in PAGES:
+        visit(page, path)
+    assert OUTSIDE == [], f"requests beyond this machine: {sorted(set(OUTSIDE))}"

@@ -12,7 +12,18 @@ from .helpers import cli
 METRIC_KEYS = {"accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "threshold", "confusion_matrix"}
 
 
-TRAIN_ARGS = ("--weights", "none", "--models", "vgg16,efficientnet_b0", "--input-size", "75", "--epochs", "3", "--preset", "paper_std")
+TRAIN_ARGS = (
+    "--weights",
+    "none",
+    "--models",
+    "vgg16,efficientnet_b0",
+    "--input-size",
+    "75",
+    "--epochs",
+    "3",
+    "--preset",
+    "paper_std",
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +104,7 @@ def test_predict_agrees_with_the_study_and_reports_bad_files(trained, demo_data,
     bad = tmp_path / "broken.bmp"
     bad.write_bytes(b"BM not really")
     r = cli("predict", "--study", "e2e", "--artifacts", root, demo_data / row["path"], bad)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # 1: a line is an error (issue 13)
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(lines) == 2
     good, err = lines
@@ -115,9 +126,15 @@ def test_studies_lists_the_study_with_its_models(trained):
     "args, needle",
     [
         (("train", "--data", "{data}", "--models", "vgg16,alexnet"), "unknown model 'alexnet'"),
-        (("train", "--data", "{data}", "--models", "inception_v3", "--input-size", "64"), "below InceptionV3's minimum of 75"),
+        (
+            ("train", "--data", "{data}", "--models", "inception_v3", "--input-size", "64"),
+            "below InceptionV3's minimum of 75",
+        ),
         (("train", "--data", "{empty}"), "no C-NMC images found"),
-        (("train", "--data", "{data}", "--weights", "{empty}", "--models", "vgg16"), "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        (
+            ("train", "--data", "{data}", "--weights", "{empty}", "--models", "vgg16"),
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
         (("train", "--data", "{data}", "--preset", "fast"), "argument --preset: invalid choice: 'fast'"),
         (("train", "--data", "{data}", "--study", "../escape"), "study name '../escape' is not allowed"),
         (("train",), "--data"),
@@ -157,4 +174,3 @@ def test_training_folder_is_never_written(demo_data, trained):
     # `trained` ran train on demo_data; the data folder holds only what the generator wrote.
     names = {p.name for p in demo_data.rglob("*") if p.is_file()}
     assert not any(n.endswith((".tmp", ".npy", ".json", ".keras")) for n in names)
-

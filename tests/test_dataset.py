@@ -85,7 +85,9 @@ def test_random_split_is_by_subject_and_seeded(tmp_path):
     train_subjects = {a.subject for a in rows if a.split == "train"}
     val_subjects = {a.subject for a in rows if a.split == "val"}
     assert train_subjects and val_subjects and not train_subjects & val_subjects
-    assert val_subjects == {a.subject for a in assign(s, mode="random", val_fraction=0.4, seed=7)[1] if a.split == "val"}
+    assert val_subjects == {
+        a.subject for a in assign(s, mode="random", val_fraction=0.4, seed=7)[1] if a.split == "val"
+    }
     # All cells of a subject land on one side.
     for subject in val_subjects:
         assert all(a.split == "val" for a in rows if a.subject == subject)
@@ -178,7 +180,10 @@ def test_a_rescan_reads_only_the_files_that_changed_and_reports_them_afresh(kagg
     # A damaged cache file only means checking every file again.
     (cache_file,) = cache.glob("*.json")
     saved = json.loads(cache_file.read_text())
-    for damaged in ("{not json", json.dumps({**saved, "files": {path: entry[:2] for path, entry in saved["files"].items()}})):
+    for damaged in (
+        "{not json",
+        json.dumps({**saved, "files": {path: entry[:2] for path, entry in saved["files"].items()}}),
+    ):
         cache_file.write_text(damaged)
         read.clear()
         assert scan(kaggle_dir, cache_dir=cache).fingerprint() == third.fingerprint() and len(read) > 10

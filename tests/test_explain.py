@@ -17,7 +17,7 @@ from cnmc_core.store import StudyStore
 from cnmc_core.study import build_study_explanations
 
 from .conftest import TINY_MODELS, TINY_SIZE
-from .test_cli import cli
+from .helpers import cli
 
 
 def disc_image(width: int, height: int, centre: tuple[int, int], radius: int) -> Image.Image:
@@ -56,16 +56,12 @@ SEARCH_PICKS_WRONG = {"inception_v3", "xception", "efficientnet_b0", "resnet50",
 
 
 @pytest.mark.parametrize("key", list(MODELS))
-def test_every_registry_model_explains_on_its_registry_layer(key):
-    import keras
+def test_every_registry_model_explains_on_its_registry_layer(key, registry_classifier):
     from tf_keras_vis.utils import find_layer
     from tf_keras_vis.utils.model_modifiers import Conv
 
-    from cnmc_core.models import build_classifier
-
     spec = MODELS[key]
-    keras.utils.clear_session()
-    clf = build_classifier(spec, max(spec.min_input_size, 75), weights="none")
+    clf = registry_classifier(key)
     explainer = Explainer.for_model(clf, key)
     assert explainer.layer == spec.gradcam_layer
     automatic = find_layer(clf, lambda layer: isinstance(layer, Conv), offset=clf.get_layer(spec.gradcam_layer))
@@ -320,8 +316,8 @@ def test_explain_command_writes_the_overlay_and_the_heatmap(study, val_cells, tm
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (("--model", "alexnet"), "unknown model 'alexnet'"),
-        (("--model", "vgg16", "--method", "lime"), "--method must be one of"),
+        (("--model", "alexnet"), "invalid choice: 'alexnet'"),
+        (("--model", "vgg16", "--method", "lime"), "argument --method: invalid choice: 'lime'"),
         (("--model", "vgg16", "--out", "x.jpg"), "must end in .png"),
         (("--model", "vgg16", "--opacity", "2"), "--opacity must be between 0 and 1"),
     ],

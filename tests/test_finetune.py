@@ -60,30 +60,55 @@ def test_paper_results_keep_their_config_hash():
     assert model_config_hash(from_preset("paper"), "vgg16", "fp123") == "fab64f6573f9cb2a9551b76870d7f6de094a1e23"
     assert model_config_hash(from_preset("paper_std"), "vgg16", "fp123") == "c0a12fd177dd293ebeab4b5907aeda927bbb1d5e"
     small = dict(weights="none", input_size=96, models=("resnet50",))
-    assert model_config_hash(from_preset("paper_std", **small), "resnet50", "abc") == "d51ff4732c863719e9a776b7e4d6bd20d31a60e9"
+    assert (
+        model_config_hash(from_preset("paper_std", **small), "resnet50", "abc")
+        == "d51ff4732c863719e9a776b7e4d6bd20d31a60e9"
+    )
 
 
 def test_each_finetune_field_is_part_of_the_hash_when_it_matters():
     base = from_preset("paper_std")
     h = model_config_hash(base, "vgg16", "fp")
-    for name, value in [("orientations", 8), ("class_weight", True), ("tta", True), ("threshold", "train"), ("finetune", True)]:
+    for name, value in [
+        ("orientations", 8),
+        ("class_weight", True),
+        ("tta", True),
+        ("threshold", "train"),
+        ("finetune", True),
+    ]:
         assert model_config_hash(from_preset("paper_std", **{name: value}), "vgg16", "fp") != h, name
     # Fine-tuning settings change nothing without fine-tuning, and then count.
     assert model_config_hash(from_preset("paper_std", finetune_epochs=9), "vgg16", "fp") == h
     tuned = model_config_hash(from_preset("paper_std", finetune=True), "vgg16", "fp")
-    assert model_config_hash(from_preset("paper_std", finetune=True, finetune_learning_rate=1e-5), "vgg16", "fp") != tuned
+    assert (
+        model_config_hash(from_preset("paper_std", finetune=True, finetune_learning_rate=1e-5), "vgg16", "fp") != tuned
+    )
 
 
 def test_finetune_preset_and_the_ablation_steps_agree():
     ft = from_preset("finetune")
     assert (ft.orientations, ft.color_jitter, ft.class_weight, ft.tta, ft.threshold, ft.finetune, ft.standardize) == (
-        8, 0.1, True, True, "train", True, True)
+        8,
+        0.1,
+        True,
+        True,
+        "train",
+        True,
+        True,
+    )
     changes = {k: v for step in ABLATION_STEPS.values() for k, v in step.items()}
     assert {**PRESETS["paper_std"], **changes} == PRESETS["finetune"]
     # paper and paper_std keep the paper's behaviour
     for preset in ("paper", "paper_std"):
         c = from_preset(preset)
-        assert (c.orientations, c.color_jitter, c.class_weight, c.tta, c.threshold, c.finetune) == (2, 0.0, False, False, "fixed", False)
+        assert (c.orientations, c.color_jitter, c.class_weight, c.tta, c.threshold, c.finetune) == (
+            2,
+            0.0,
+            False,
+            False,
+            "fixed",
+            False,
+        )
 
     steps = ablation_configs(["orientations", "tta", "finetune", "color_jitter"], weights="none")
     assert [name for name, _ in steps] == ["baseline", "orientations", "tta", "finetune", "color_jitter"]
@@ -209,7 +234,9 @@ def test_threshold_comes_from_the_training_split_never_from_validation(demo_data
     labels = _labels_by_sha1(demo_data)
 
     def fake_extract(feature_model, mode, size, paths, sha1s, views, cache, batch_size=32, progress=None):
-        return np.stack([_fake_features(s, labels[s], views, "validation_data" in str(p)) for p, s in zip(paths, sha1s)])
+        return np.stack(
+            [_fake_features(s, labels[s], views, "validation_data" in str(p)) for p, s in zip(paths, sha1s)]
+        )
 
     calls = []
     real_choose = choose_threshold
@@ -220,8 +247,19 @@ def test_threshold_comes_from_the_training_split_never_from_validation(demo_data
 
     monkeypatch.setattr(study_module, "extract", fake_extract)  # (the study calls features.extract by this name)
     monkeypatch.setattr(study_module, "choose_threshold", spy)  # (the study's name for head.choose_threshold)
-    config = from_preset("paper_std", models=("vgg16",), weights="none", input_size=32, epochs=8, seed=1,
-                         learning_rate=0.01, orientations=8, tta=True, threshold="train", class_weight=True)
+    config = from_preset(
+        "paper_std",
+        models=("vgg16",),
+        weights="none",
+        input_size=32,
+        epochs=8,
+        seed=1,
+        learning_rate=0.01,
+        orientations=8,
+        tta=True,
+        threshold="train",
+        class_weight=True,
+    )
     run_study(demo_data, config, root=tmp_path, name="thr")
 
     study = tmp_path / "thr"
@@ -238,7 +276,9 @@ def test_threshold_comes_from_the_training_split_never_from_validation(demo_data
 
     def tta_probs(frame, is_val):
         f = np.stack([_fake_features(s, labels[s], 8, is_val) for s in frame["sha1"]])  # (n, 8, DIM)
-        return np.mean([p_all(1 / (1 + np.exp(-(f[:, v].astype(np.float64) @ kernel + bias)))) for v in range(8)], axis=0)
+        return np.mean(
+            [p_all(1 / (1 + np.exp(-(f[:, v].astype(np.float64) @ kernel + bias)))) for v in range(8)], axis=0
+        )
 
     y_train, p_train = train["label"].astype(int).to_numpy(), tta_probs(train, False)
     y_val, p_val = val["label"].astype(int).to_numpy(), tta_probs(val, True)
@@ -259,7 +299,7 @@ def test_threshold_comes_from_the_training_split_never_from_validation(demo_data
 
 def _some_images(demo_data, n):
     paths = sorted(demo_data.glob("training_data/fold_*/*/*.bmp"))
-    paths = paths[:n // 2] + paths[-(n - n // 2):]  # both classes
+    paths = paths[: n // 2] + paths[-(n - n // 2) :]  # both classes
     return paths, np.array([1 if p.parent.name == "all" else 0 for p in paths])
 
 
@@ -279,8 +319,9 @@ def test_tta_on_images_equals_tta_on_cached_features(demo_data, tmp_path):
     np.testing.assert_allclose(feats[:, :2], two, rtol=1e-4, atol=1e-6)  # views 0 and 1 as before
     assert np.load(cache.path(sha1s[0])).shape == (8, spec.features)  # the 2-view file was redone with 8
     rng = np.random.default_rng(0)
-    head = HeadResult(rng.normal(0, 1e3, (spec.features, 2)).astype(np.float32),
-                               np.zeros(2, np.float32), pd.DataFrame(), 1)
+    head = HeadResult(
+        rng.normal(0, 1e3, (spec.features, 2)).astype(np.float32), np.zeros(2, np.float32), pd.DataFrame(), 1
+    )
     training.install_head(clf, head)
     on_images = training.predict_views(clf, paths, 32, spec.preprocess, 8, batch_size=4)
     on_features = head_probabilities(feats, head)
@@ -294,8 +335,9 @@ def test_image_batches_jitter_colour_per_image_and_channel_and_keep_the_backgrou
     paths, y = _some_images(demo_data, 4)
 
     def first_batch(jitter, weights=None):
-        return training.ImageEpochs(paths, y, 48, "none", batch_size=4, seed=1, augment=True, views=8,
-                                    jitter=jitter, weights=weights)[0]
+        return training.ImageEpochs(
+            paths, y, 48, "none", batch_size=4, seed=1, augment=True, views=8, jitter=jitter, weights=weights
+        )[0]
 
     x, t, w = first_batch(0.2, class_weights(y))
     assert x.shape == (4, 48, 48, 3) and len(t) == len(w) == 4
@@ -303,9 +345,13 @@ def test_image_batches_jitter_colour_per_image_and_channel_and_keep_the_backgrou
     plain = first_batch(0.0)[0]  # the same images and orientations, no jitter
     assert np.all(x[plain == 0] == 0)  # black stays black
     lit = (plain > 20) & (x < 255)
-    gains = np.array([[np.median(x[i][..., c][lit[i][..., c]] / plain[i][..., c][lit[i][..., c]]) for c in range(3)]
-                      for i in range(4)])
-    assert np.all((gains > 0.8 ** 2 - 0.01) & (gains < 1.2 ** 2 + 0.01)) and np.ptp(gains) > 0.02
+    gains = np.array(
+        [
+            [np.median(x[i][..., c][lit[i][..., c]] / plain[i][..., c][lit[i][..., c]]) for c in range(3)]
+            for i in range(4)
+        ]
+    )
+    assert np.all((gains > 0.8**2 - 0.01) & (gains < 1.2**2 + 0.01)) and np.ptp(gains) > 0.02
     for i in range(4):  # one gain per image and channel
         for c in range(3):
             ratio = x[i][..., c][lit[i][..., c]] / plain[i][..., c][lit[i][..., c]]
@@ -345,8 +391,15 @@ def test_finetuning_trains_the_top_block_and_leaves_batchnorm_and_the_rest_alone
     keras.utils.set_random_seed(0)
     clf = build_classifier(spec, 32, "none")
     paths, y = _some_images(demo_data, 8)
-    config = from_preset("finetune", models=("efficientnet_b0",), weights="none", input_size=32,
-                         batch_size=4, finetune_epochs=1, finetune_learning_rate=0.01)
+    config = from_preset(
+        "finetune",
+        models=("efficientnet_b0",),
+        weights="none",
+        input_size=32,
+        batch_size=4,
+        finetune_epochs=1,
+        finetune_learning_rate=0.01,
+    )
     names = [layer.name for layer in clf.layers]
     start = names.index(spec.finetune_from)
     below = next(layer for layer in clf.layers[:start] if isinstance(layer, keras.layers.Conv2D))
@@ -359,7 +412,9 @@ def test_finetuning_trains_the_top_block_and_leaves_batchnorm_and_the_rest_alone
         during.update(below=below.get_weights(), top=top.get_weights(), bn=[b.get_weights() for b in norms])
 
     head = HeadResult(*[w for w in clf.get_layer(HEAD_DENSE).get_weights()], pd.DataFrame(), 1)
-    history, best = training.finetune(clf, head, spec.finetune_from, spec.preprocess, 32, paths, y, paths, y, config, snapshot)
+    history, best = training.finetune(
+        clf, head, spec.finetune_from, spec.preprocess, 32, paths, y, paths, y, config, snapshot
+    )
     assert list(history["epoch"]) == [1] and best in (0, 1)
     for a, b in zip(before["below"], during["below"]):
         np.testing.assert_array_equal(a, b)
@@ -376,8 +431,25 @@ def test_finetuning_trains_the_top_block_and_leaves_batchnorm_and_the_rest_alone
 
 @pytest.mark.slow
 def test_train_preset_finetune_end_to_end(demo_data, tmp_path):
-    r = cli("train", "--data", demo_data, "--study", "ft", "--artifacts", tmp_path, "--weights", "none",
-            "--models", "vgg16", "--input-size", "32", "--epochs", "3", "--preset", "finetune")
+    r = cli(
+        "train",
+        "--data",
+        demo_data,
+        "--study",
+        "ft",
+        "--artifacts",
+        tmp_path,
+        "--weights",
+        "none",
+        "--models",
+        "vgg16",
+        "--input-size",
+        "32",
+        "--epochs",
+        "3",
+        "--preset",
+        "finetune",
+    )
     assert r.returncode == 0, r.stderr
     folder = tmp_path / "ft" / "models" / "vgg16"
     info = json.loads((tmp_path / "ft" / "study.json").read_text())
@@ -406,22 +478,46 @@ def test_train_preset_finetune_end_to_end(demo_data, tmp_path):
 
 @pytest.mark.slow
 def test_ablate_runs_each_step_on_top_of_the_last_and_prints_one_table(demo_data, tmp_path):
-    r = cli("ablate", "--data", demo_data, "--artifacts", tmp_path, "--study-prefix", "ab", "--weights", "none",
-            "--models", "vgg16", "--input-size", "32", "--epochs", "3", "--steps", "orientations,threshold")
+    r = cli(
+        "ablate",
+        "--data",
+        demo_data,
+        "--artifacts",
+        tmp_path,
+        "--study-prefix",
+        "ab",
+        "--weights",
+        "none",
+        "--models",
+        "vgg16",
+        "--input-size",
+        "32",
+        "--epochs",
+        "3",
+        "--steps",
+        "orientations,threshold",
+    )
     assert r.returncode == 0, r.stderr
     studies = ["ab-0-baseline", "ab-1-orientations", "ab-2-threshold"]
     assert all((tmp_path / s / "models" / "vgg16" / "metrics.json").is_file() for s in studies)
     configs = [json.loads((tmp_path / s / "study.json").read_text())["config"] for s in studies]
     assert [(c["orientations"], c["threshold"], c["standardize"]) for c in configs] == [
-        (2, "fixed", True), (8, "fixed", True), (8, "train", True)]  # paper_std, then cumulative
+        (2, "fixed", True),
+        (8, "fixed", True),
+        (8, "train", True),
+    ]  # paper_std, then cumulative
     lines = r.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("step"))
     assert lines[header].split() == ["step", "bal.acc", "AUC", "vgg16"]
-    table = lines[header + 1:header + 4]
+    table = lines[header + 1 : header + 4]
     assert [" ".join(row.split()[:-3]) for row in table] == ["0 baseline", "1 + orientations", "2 + threshold"]
     for row, study in zip(table, studies):
         m = json.loads((tmp_path / study / "models" / "vgg16" / "metrics.json").read_text())
-        assert row.split()[-3:] == [f"{m['balanced_accuracy']:.3f}", f"{m['roc_auc']:.3f}", f"{m['balanced_accuracy']:.3f}"]
+        assert row.split()[-3:] == [
+            f"{m['balanced_accuracy']:.3f}",
+            f"{m['roc_auc']:.3f}",
+            f"{m['balanced_accuracy']:.3f}",
+        ]
     # Later steps reuse the cached features: the threshold step computes none.
     assert "computing features" not in r.stderr.split("== ab-2-threshold")[1]
 

@@ -47,6 +47,7 @@ def test_classify_page_takes_many_files_explains_each_and_reports_bad_ones(study
 
     at = open_app("classify")
     assert "Research use only" in texts(at.warning) and "not for diagnosis" in texts(at.warning)
+    at.toggle(key="prepare").set_value(False)  # each file as it is (the preparation: tests/test_prepare_predict.py)
     at.file_uploader(key="upload").set_value([
         (cell_path.name, cell, "image/bmp"), ("notes.png", b"not an image at all", "image/png"),
         ("smear.png", smear, "image/png"),

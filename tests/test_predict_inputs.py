@@ -25,7 +25,7 @@ from cnmc_core.predict import Predictor
 from cnmc_core.store import StudyStore
 
 from .conftest import ROOT, TINY_MODELS
-from .test_cli import cli
+from .helpers import cli
 
 pytestmark = pytest.mark.slow  # they share the trained tiny study
 
@@ -250,7 +250,7 @@ def test_predict_command_prints_one_json_line_per_image_with_the_same_numbers(pr
     good = _write(tmp_path / "cell.png", encode(cell, "PNG"))
     bad = _write(tmp_path / "bomb.png", png_bomb(8_000))  # 64e6 pixels: over the limit, under PIL's own
     r = cli("predict", "--study", tiny_study[1], "--artifacts", tiny_study[0], good, bad)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # 1: a line is an error (issue 13)
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(lines) == 2
     assert lines[0]["predictions"] == pytest.approx(predictor.predict(good)["predictions"], abs=1e-6)

@@ -14,7 +14,7 @@ import pytest
 
 from cnmc_core import registry
 from cnmc_core.images import preprocess
-from cnmc_core.models import HEAD_DENSE, HEAD_POOL, WeightsError, build_base, build_classifier, resolve_weights
+from cnmc_core.models import HEAD_DENSE, HEAD_POOL, WeightsError, build_base, resolve_weights
 from cnmc_core.registry import MODELS
 
 from .conftest import ROOT
@@ -26,12 +26,13 @@ def test_exactly_the_seven_models_of_the_paper():
 
 
 @pytest.mark.parametrize("key", list(MODELS))
-def test_row_builds_at_its_minimum_size_flat_with_its_gradcam_layer(key):
+def test_row_builds_flat_with_its_gradcam_layer(key, registry_classifier):
+    """(Building at each row's minimum size is checked by test_finetune_from_names_the_top_block_of_the_base.)"""
     import keras
 
     spec = MODELS[key]
-    keras.utils.clear_session()
-    clf = build_classifier(spec, spec.min_input_size, weights="none")
+    clf = registry_classifier(key)
+    size = int(clf.input_shape[1])
     # Flat: the Grad-CAM layer is a layer of the classifier itself, not inside a nested model.
     assert not any(isinstance(layer, keras.Model) for layer in clf.layers)
     layer = clf.get_layer(spec.gradcam_layer)
@@ -45,7 +46,7 @@ def test_row_builds_at_its_minimum_size_flat_with_its_gradcam_layer(key):
     assert sum(int(np.prod(w.shape)) for w in clf.trainable_weights) == 2 * spec.features + 2
     base_params = clf.count_params() - (2 * spec.features + 2)
     assert base_params == spec.params
-    x = np.random.default_rng(0).integers(0, 255, (2, spec.min_input_size, spec.min_input_size, 3)).astype(np.uint8)
+    x = np.random.default_rng(0).integers(0, 255, (2, size, size, 3)).astype(np.uint8)
     out = clf.predict_on_batch(preprocess(x, spec.preprocess))
     assert out.shape == (2, 2) and np.all((out >= 0) & (out <= 1))
 
@@ -56,9 +57,12 @@ def test_preprocess_is_the_models_own(key):
 
     spec = MODELS[key]
     module = {
-        "vgg16": keras.applications.vgg16, "vgg19": keras.applications.vgg19,
-        "inception_v3": keras.applications.inception_v3, "xception": keras.applications.xception,
-        "efficientnet_b0": keras.applications.efficientnet, "resnet50": keras.applications.resnet,
+        "vgg16": keras.applications.vgg16,
+        "vgg19": keras.applications.vgg19,
+        "inception_v3": keras.applications.inception_v3,
+        "xception": keras.applications.xception,
+        "efficientnet_b0": keras.applications.efficientnet,
+        "resnet50": keras.applications.resnet,
         "resnet101": keras.applications.resnet,
     }[key]
     x = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
@@ -141,7 +145,9 @@ def test_imagenet_without_network_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_models_command_lists_the_registry_as_json():
-    out = subprocess.run([sys.executable, "-m", "cnmc_core", "models", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cnmc_core", "models", "--json"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     rows = json.loads(out.stdout)
     assert [r["key"] for r in rows] == list(MODELS)
     eff = next(r for r in rows if r["key"] == "efficientnet_b0")
@@ -155,7 +161,10 @@ def test_preprocess_gives_bitwise_the_numbers_of_casting_first(mode):
     every_value = np.arange(256, dtype=np.uint8)[None, :, None, None].repeat(3, axis=3)
     for batch in (rng.integers(0, 256, (3, 7, 9, 3), dtype=np.uint8), every_value, every_value[:, ::-1, :, ::-1]):
         x = batch.astype(np.float32)
-        expected = {"caffe": x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32),
-                    "tf": x / np.float32(127.5) - np.float32(1.0), "none": x}[mode]
+        expected = {
+            "caffe": x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32),
+            "tf": x / np.float32(127.5) - np.float32(1.0),
+            "none": x,
+        }[mode]
         got = preprocess(batch, mode)
         assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, expected)

@@ -26,7 +26,11 @@ def _start(args, progress: Path) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-m", "cnmc_core", *map(str, args), "--progress-file", str(progress)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -48,11 +52,31 @@ def _wait_for(progress: Path, predicate, proc, timeout=300):
 @pytest.mark.slow
 def test_sigkill_mid_features_then_rerun_finishes_without_redoing(demo_data, tmp_path):
     art = tmp_path / "art"
-    args = ["train", "--data", demo_data, "--artifacts", art, "--study", "k", "--models", "efficientnet_b0,resnet50", *ARGS,
-            "--feature-batch-size", "8"]
+    args = [
+        "train",
+        "--data",
+        demo_data,
+        "--artifacts",
+        art,
+        "--study",
+        "k",
+        "--models",
+        "efficientnet_b0,resnet50",
+        *ARGS,
+        "--feature-batch-size",
+        "8",
+    ]
     proc = _start(args, tmp_path / "p.json")
-    _wait_for(tmp_path / "p.json", lambda i: i.get("model") == "resnet50" and i.get("stage") == "features"
-              and i.get("split") == "train" and 16 <= i.get("done", 0) < i.get("total", 0), proc)
+    _wait_for(
+        tmp_path / "p.json",
+        lambda i: (
+            i.get("model") == "resnet50"
+            and i.get("stage") == "features"
+            and i.get("split") == "train"
+            and 16 <= i.get("done", 0) < i.get("total", 0)
+        ),
+        proc,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     study = art / "k"
@@ -64,7 +88,7 @@ def test_sigkill_mid_features_then_rerun_finishes_without_redoing(demo_data, tmp
     assert r.returncode == 0, r.stderr
     assert "already complete, skipped: efficientnet_b0" in r.stdout
     # Only the images not cached before the kill are computed again.
-    line = next(l for l in r.stderr.splitlines() if l.startswith("computing features of"))
+    line = next(x for x in r.stderr.splitlines() if x.startswith("computing features of"))
     computed, total = int(line.split()[3]), int(line.split()[5])
     assert 0 < computed < total
     assert json.loads((study / "study.json").read_text())["status"] == "complete"
@@ -75,8 +99,20 @@ def test_sigkill_mid_features_then_rerun_finishes_without_redoing(demo_data, tmp
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(demo_data, tmp_path):
-    args = ["train", "--data", demo_data, "--artifacts", tmp_path / "art", "--study", "c", "--models", "resnet50", *ARGS,
-            "--feature-batch-size", "8"]
+    args = [
+        "train",
+        "--data",
+        demo_data,
+        "--artifacts",
+        tmp_path / "art",
+        "--study",
+        "c",
+        "--models",
+        "resnet50",
+        *ARGS,
+        "--feature-batch-size",
+        "8",
+    ]
     proc = _start(args, tmp_path / "p.json")
     _wait_for(tmp_path / "p.json", lambda i: i.get("stage") == "features" and i.get("done", 0) >= 8, proc)
     proc.send_signal(signal.SIGINT)
@@ -89,7 +125,18 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(demo_data, tmp_path):
 def test_changed_data_is_detected_and_stale_features_never_reused(demo_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
-    args = ["train", "--data", data, "--artifacts", tmp_path / "art", "--study", "d", "--models", "efficientnet_b0", *ARGS]
+    args = [
+        "train",
+        "--data",
+        data,
+        "--artifacts",
+        tmp_path / "art",
+        "--study",
+        "d",
+        "--models",
+        "efficientnet_b0",
+        *ARGS,
+    ]
     assert cli(*args).returncode == 0
     edited = next(data.glob("training_data/fold_0/all/*.bmp"))
     write_cell(edited, value=250, side=450, radius=150)  # an edited file: same name, new content
@@ -134,7 +181,9 @@ def test_a_model_file_that_would_run_code_is_refused(tmp_path):
 
 
 def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = tmp_path / "models" / "vgg16" / f".metrics.json.{dead}.abc.tmp"
     live = tmp_path / f".split.csv.{os.getppid()}.abc.tmp"  # a running process's file is left alone
     stale.parent.mkdir(parents=True)
@@ -187,7 +236,18 @@ def test_disk_full_mid_study_is_one_line_and_leaves_no_corrupt_study(demo_data, 
 
     monkeypatch.setattr(disk, "write_text", full_disk)
     art = tmp_path / "art"
-    args = ["train", "--data", str(demo_data), "--artifacts", str(art), "--study", "full", "--models", "efficientnet_b0", *ARGS]
+    args = [
+        "train",
+        "--data",
+        str(demo_data),
+        "--artifacts",
+        str(art),
+        "--study",
+        "full",
+        "--models",
+        "efficientnet_b0",
+        *ARGS,
+    ]
     assert cli.main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "No space left on device" in err[0]

@@ -37,7 +37,9 @@ def _features(demo_data, key: str, policy: str = "float32", xla: str = "auto", n
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
     clf = build_classifier(spec, SIZE, "none")
-    runner = clf if policy == "float32" else runtime.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), policy)
+    runner = (
+        clf if policy == "float32" else runtime.mixed_twin(clf, lambda: build_classifier(spec, SIZE, "none"), policy)
+    )
     fm = feature_model(runner)
     runtime.set_xla(fm, xla)
     assert fm.jit_compile == {"on": True, "off": False, "auto": fm.jit_compile}[xla]  # not silently dropped by Keras
@@ -76,7 +78,9 @@ def test_a_mixed_precision_study_agrees_with_float32_and_saves_a_float32_model(d
 
     probs = {}
     for precision in ("float32", "mixed"):
-        config = from_preset("paper_std", models=("vgg16",), weights="none", input_size=SIZE, epochs=4, seed=1, precision=precision)
+        config = from_preset(
+            "paper_std", models=("vgg16",), weights="none", input_size=SIZE, epochs=4, seed=1, precision=precision
+        )
         run_study(demo_data, config, root=tmp_path, name=precision)
         probs[precision] = StudyStore(tmp_path, precision).read_predictions("vgg16")
     store = StudyStore(tmp_path, "mixed")
@@ -114,11 +118,14 @@ def test_runtime_options_are_checked_and_only_precision_changes_the_results_hash
 
 
 def test_the_cli_refuses_an_unknown_precision_in_one_line(demo_data, tmp_path):
-    out = cli("train", "--data", str(demo_data), "--artifacts", str(tmp_path), "--models", "vgg16", "--precision", "half")
+    out = cli(
+        "train", "--data", str(demo_data), "--artifacts", str(tmp_path), "--models", "vgg16", "--precision", "half"
+    )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: argument --precision: invalid choice: 'half' (choose from 'float32', 'mixed') "
-        "(see `python -m cnmc_core train --help`)"]
+        "(see `python -m cnmc_core train --help`)"
+    ]
     assert not (tmp_path / "default").exists()
 
 
@@ -146,10 +153,12 @@ TWO_CPU_SCRIPT = textwrap.dedent("""
     keras.utils.set_random_seed(0)
     with runtime.scope(strategy):
         clf = build_classifier(spec, 75, "none")
-    mirrored = extract(feature_model(clf), spec.preprocess, 75, paths, sha1s, 2, FeatureCache(out / "c1", "e", "x", 75), 4)
+    cache = FeatureCache(out / "c1", "e", "x", 75)
+    mirrored = extract(feature_model(clf), spec.preprocess, 75, paths, sha1s, 2, cache, 4)
     plain_clf = build_classifier(spec, 75, "none")
     plain_clf.set_weights(clf.get_weights())
-    plain = extract(feature_model(plain_clf), spec.preprocess, 75, paths, sha1s, 2, FeatureCache(out / "c2", "e", "x", 75), 4)
+    cache = FeatureCache(out / "c2", "e", "x", 75)
+    plain = extract(feature_model(plain_clf), spec.preprocess, 75, paths, sha1s, 2, cache, 4)
     config = from_preset("finetune", models=("efficientnet_b0",), weights="none", input_size=75, epochs=2,
                          finetune_epochs=1, distribute="mirrored", orientations=2, seed=1)
     run_study(data, config, root=out / "art", name="two")
@@ -163,8 +172,13 @@ TWO_CPU_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_mirrored_strategy_over_two_devices_splits_each_batch_and_fine_tunes(demo_data, tmp_path):
-    out = subprocess.run([sys.executable, "-c", TWO_CPU_SCRIPT, str(demo_data), str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", TWO_CPU_SCRIPT, str(demo_data), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["replicas"] == 2
@@ -187,7 +201,10 @@ def test_fine_tuning_float16_layers_scales_the_loss_and_trains(demo_data, monkey
     real = keras.optimizers.LossScaleOptimizer
     monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", lambda opt: wrapped.append(opt) or real(opt))
     spec = get_spec("vgg16")
-    paths = sorted(demo_data.glob("training_data/fold_*/all/*.bmp"))[:8] + sorted(demo_data.glob("training_data/fold_*/hem/*.bmp"))[:8]
+    paths = (
+        sorted(demo_data.glob("training_data/fold_*/all/*.bmp"))[:8]
+        + sorted(demo_data.glob("training_data/fold_*/hem/*.bmp"))[:8]
+    )
     labels = np.array([1] * 8 + [0] * 8)
     config = from_preset("finetune", models=("vgg16",), weights="none", input_size=SIZE, epochs=2, finetune_epochs=1)
     keras.utils.clear_session()
@@ -198,5 +215,7 @@ def test_fine_tuning_float16_layers_scales_the_loss_and_trains(demo_data, monkey
     feats = rng.normal(size=(16, 8, spec.features)).astype(np.float32)
     head = training.train_head(feats, labels, feats[:, 0], labels, config)
     training.install_head(twin, head)
-    frame, _ = training.finetune(twin, head, spec.finetune_from, spec.preprocess, SIZE, paths, labels, paths, labels, config)
+    frame, _ = training.finetune(
+        twin, head, spec.finetune_from, spec.preprocess, SIZE, paths, labels, paths, labels, config
+    )
     assert len(wrapped) == 1 and np.isfinite(frame["loss"]).all()

@@ -118,7 +118,17 @@ def _fake_predictions(keys, n_subjects=8, cells=6, seed=0):
 def test_comparison_covers_all_21_pairs_with_holm():
     keys = ["vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"]
     frame = compare_models(_fake_predictions(keys), n_boot=200)
-    assert list(frame.columns) == ["model_a", "model_b", "n01", "n10", "p_value", "p_holm", "auc_diff", "auc_diff_low", "auc_diff_high"]
+    assert list(frame.columns) == [
+        "model_a",
+        "model_b",
+        "n01",
+        "n10",
+        "p_value",
+        "p_holm",
+        "auc_diff",
+        "auc_diff_low",
+        "auc_diff_high",
+    ]
     assert len(frame) == 21
     assert (frame["p_holm"] >= frame["p_value"] - 1e-12).all()
     assert (frame["auc_diff_low"] <= frame["auc_diff_high"]).all()
@@ -127,13 +137,28 @@ def test_comparison_covers_all_21_pairs_with_holm():
     row = compare_models(preds, n_boot=100).iloc[0]
     a = preds["a"].sort_values("path")
     b = preds["b"].sort_values("path")
-    assert row["auc_diff"] == pytest.approx(roc_auc_score(a["label"], a["prob_all"]) - roc_auc_score(b["label"], b["prob_all"]))
+    assert row["auc_diff"] == pytest.approx(
+        roc_auc_score(a["label"], a["prob_all"]) - roc_auc_score(b["label"], b["prob_all"])
+    )
 
 
 def test_per_subject_accuracy():
-    preds = pd.DataFrame({"path": list("abcd"), "subject": ["1", "1", "H2", "H2"], "label": [1, 1, 0, 0], "prob_all": [0.9, 0.4, 0.2, 0.1]})
+    preds = pd.DataFrame(
+        {
+            "path": list("abcd"),
+            "subject": ["1", "1", "H2", "H2"],
+            "label": [1, 1, 0, 0],
+            "prob_all": [0.9, 0.4, 0.2, 0.1],
+        }
+    )
     table = per_subject(preds)
-    assert table.iloc[0].to_dict() == {"subject": "1", "label": 1, "cells": 2, "accuracy": 0.5, "mean_prob_all": pytest.approx(0.65)}
+    assert table.iloc[0].to_dict() == {
+        "subject": "1",
+        "label": 1,
+        "cells": 2,
+        "accuracy": 0.5,
+        "mean_prob_all": pytest.approx(0.65),
+    }
 
 
 def test_study_writes_intervals_ensemble_and_comparison(tiny_study):
@@ -155,4 +180,71 @@ def test_study_writes_intervals_ensemble_and_comparison(tiny_study):
     assert list(ens.columns) == ["path", "subject", "label", "prob_all"]
     comparison = pd.read_csv(store.comparison_csv)
     assert len(comparison) == 1 and set(comparison.iloc[0][["model_a", "model_b"]]) == {"vgg16", "efficientnet_b0"}
-    assert json.loads(store.model_file("ensemble", "metrics.json").read_text())["members"] == ["vgg16", "efficientnet_b0"]
+    assert json.loads(store.model_file("ensemble", "metrics.json").read_text())["members"] == [
+        "vgg16",
+        "efficientnet_b0",
+    ]
+
+
+def test_stats_recomputes_subject_tests_and_patient_blocks_from_predictions_alone(tiny_study, tmp_path, capsys):
+    import shutil
+
+    from cnmc_core.analysis import verdict
+    from cnmc_core.cli import main
+    from cnmc_core.patient_stats import SUBJECT_COLUMNS
+    from cnmc_core.store import StudyStore
+
+    root, name = tiny_study
+    shutil.copytree(root / name, tmp_path / name, ignore=shutil.ignore_patterns("model.keras"))
+    store = StudyStore(tmp_path, name)
+    store.comparison_csv.unlink()
+    for key in ("vgg16", "efficientnet_b0"):  # as a study saved before the patient block existed
+        m = store.read_metrics(key)
+        store.model_file(key, "metrics.json").write_text(json.dumps({k: v for k, v in m.items() if k != "patient"}))
+    assert main(["stats", "--artifacts", str(tmp_path), "--study", name, "--replicates", "200"]) == 0
+    capsys.readouterr()
+
+    comparison = pd.read_csv(store.comparison_csv)
+    assert set(SUBJECT_COLUMNS) <= set(comparison.columns)
+    for column in ("p_subject", "p_subject_holm", "p_value", "p_holm"):
+        assert comparison[column].between(0, 1).all(), column
+    val = store.read_predictions("vgg16")
+    n_val_subjects = val["subject"].nunique()
+    row = comparison.iloc[0]
+    assert row["n_subjects"] == n_val_subjects and row["n_cells"] == len(val)
+    used = {row["model_a"]: row["threshold_a"], row["model_b"]: row["threshold_b"]}
+    for key in ("vgg16", "efficientnet_b0"):  # each model at its own saved threshold, not a shared 0.5
+        assert used[key] == pytest.approx(store.read_metrics(key)["threshold"])
+    for key in ("vgg16", "efficientnet_b0", "ensemble"):
+        m = store.read_metrics(key)
+        patient = m["patient"]
+        assert patient["n_patients"] == n_val_subjects and patient["n_all"] + patient["n_hem"] == n_val_subjects
+        assert "not tuned" in patient["share_threshold_source"]  # no training-side predictions to tune it on
+        assert m["ci_n_boot"] == 200 and "200 class-stratified" in m["ci_method"]
+        assert all(used == 200 for used in m["ci_replicates"].values())  # no replicate loses a class
+    v = verdict(comparison)
+    assert v.tested and v.n_subjects == n_val_subjects and v.n_pairs == 1
+    assert v.sentence.endswith(".") and f"over {n_val_subjects} patients" in v.sentence
+
+
+def test_verdict_names_a_winner_only_when_it_beats_every_other_model():
+    from cnmc_core.analysis import verdict
+
+    def table(p_holm, diffs):
+        pairs = [("a", "b"), ("a", "c"), ("b", "c")]
+        return pd.DataFrame({"model_a": [x for x, _ in pairs], "model_b": [y for _, y in pairs], "n_subjects": 28,
+                             "p_subject_holm": p_holm, "subject_diff": diffs,
+                             **{c: 0.0 for c in ("threshold_a", "threshold_b", "n_cells", "subject_diff_low",
+                                                 "subject_diff_high", "subjects_a_better", "subjects_b_better",
+                                                 "p_subject", "subject_method")}})
+
+    v = verdict(table([0.01, 0.02, 0.9], [0.1, 0.2, 0.01]), name=str.upper)
+    assert v.winner == "a"
+    assert v.sentence.startswith("A beats every other model (paired sign-flip test over 28 patients")
+    v = verdict(table([0.01, 0.2, 0.9], [0.1, 0.2, 0.01]))
+    assert v.winner is None and v.significant_pairs == 1
+    assert v.sentence.startswith("No model is significantly better than the others")
+    assert "Holm-adjusted over 3 pairs" in v.sentence
+    v = verdict(table([0.01, 0.01, 0.9], [-0.1, 0.2, 0.01]))  # b beats a, a beats c, b ties c: nobody beats all
+    assert v.winner is None
+    assert not verdict(pd.DataFrame(columns=["model_a", "model_b", "p_holm"])).tested  # an old comparison.csv

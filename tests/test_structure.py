@@ -42,7 +42,7 @@ def _resolve(module: str, node: ast.ImportFrom | ast.Import, alias: ast.alias) -
         base = ".".join(package + ([node.module] if node.module else []))
     # `from . import training` names a module, `from .store import x` names a module's attribute
     candidate = f"{base}.{alias.name}" if base else alias.name
-    if candidate.startswith("cnmc_core.") and candidate[len("cnmc_core."):] in _modules():
+    if candidate.startswith("cnmc_core.") and candidate[len("cnmc_core.") :] in _modules():
         return candidate
     return base
 
@@ -98,23 +98,28 @@ def test_imports_follow_the_layer_order(module):
         assert at_top, f"{where}: function-local import of {name}; move it to the top of the module"
         if not name.startswith("cnmc_core"):
             continue
-        target = name[len("cnmc_core."):] if name != "cnmc_core" else ""
+        target = name[len("cnmc_core.") :] if name != "cnmc_core" else ""
         if not target:  # `from cnmc_core import __version__` / `from . import x` resolved above
             continue
         theirs = _layer(target)
         if target.split(".")[0] == module.split(".")[0] == "dashboard":
             # inside the read model: base first; page-family modules import base (and lower layers) only
             assert target == "dashboard.base" or module == "dashboard", (
-                f"{where} imports {target}: dashboard modules import only dashboard.base and lower layers")
+                f"{where} imports {target}: dashboard modules import only dashboard.base and lower layers"
+            )
             assert module != "dashboard.base", f"{where}: dashboard.base must not import other dashboard modules"
             continue
         assert theirs < mine, (
             f"{where} imports cnmc_core.{target}, which comes after {module} in the layer order "
-            f"({' < '.join(cnmc_core.LAYERS)})")
+            f"({' < '.join(cnmc_core.LAYERS)})"
+        )
 
 
 def test_no_import_circles():
-    graph = {m: {n[len("cnmc_core."):] for n, _, _ in _imports(m, p) if n.startswith("cnmc_core.")} for m, p in MODULES.items()}
+    graph = {
+        m: {n[len("cnmc_core.") :] for n, _, _ in _imports(m, p) if n.startswith("cnmc_core.")}
+        for m, p in MODULES.items()
+    }
 
     def visit(node, path):
         for nxt in graph.get(node, ()):
@@ -128,7 +133,9 @@ def test_no_import_circles():
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_modules_stay_small_enough_to_read(module):
     lines = len(MODULES[module].read_text().splitlines())
-    assert lines <= MAX_LINES, f"cnmc_core/{MODULES[module].relative_to(PACKAGE)} has {lines} lines (limit {MAX_LINES}): split it"
+    assert lines <= MAX_LINES, (
+        f"cnmc_core/{MODULES[module].relative_to(PACKAGE)} has {lines} lines (limit {MAX_LINES}): split it"
+    )
 
 
 @pytest.mark.parametrize("page", sorted((ROOT / "views").glob("*.py")), ids=lambda p: p.name)
@@ -146,12 +153,16 @@ def test_pages_import_only_the_read_model(page):
             names = [node.module or ""] if node.module != "cnmc_core" else [f"cnmc_core.{a.name}" for a in node.names]
         for name in names:
             if name.startswith(("cnmc_core", "views", "keras", "tensorflow", "PIL")):
-                assert name.startswith(allowed), f"views/{page.name}:{node.lineno} imports {name}; pages use cnmc_core.dashboard"
+                assert name.startswith(allowed), (
+                    f"views/{page.name}:{node.lineno} imports {name}; pages use cnmc_core.dashboard"
+                )
 
 
 def test_the_package_and_its_command_line_start_without_keras():
-    code = ("import sys, cnmc_core.cli, cnmc_core.dashboard.base; "
-            "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
+    code = (
+        "import sys, cnmc_core.cli, cnmc_core.dashboard.base; "
+        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"importing the CLI and the read model imported {out.stdout.strip()}"

@@ -29,8 +29,16 @@ def _tree_digest(root: Path) -> str:
 
 
 SMALL = synthetic.DemoSpec(
-    seed=11, train_all_subjects=2, train_hem_subjects=2, train_cells_all=3, train_cells_hem=3,
-    prelim_all_subjects=1, prelim_hem_subjects=1, prelim_cells=2, final_subjects=1, final_cells=1,
+    seed=11,
+    train_all_subjects=2,
+    train_hem_subjects=2,
+    train_cells_all=3,
+    train_cells_hem=3,
+    prelim_all_subjects=1,
+    prelim_hem_subjects=1,
+    prelim_cells=2,
+    final_subjects=1,
+    final_cells=1,
 )
 
 
@@ -57,6 +65,7 @@ def test_demo_generator_writes_cnmc_cells(demo_data):
 
 def test_demo_classes_differ_as_the_hematology_says(demo_data):
     """ALL cells are larger than normal ones; the classes overlap but differ clearly on average."""
+
     def area(path):
         return (np.asarray(load_for_model(path, 225)).max(axis=2) > 10).sum()
 
@@ -206,5 +215,14 @@ def test_a_failed_cache_write_stops_feature_extraction(demo_data, tmp_path, monk
 
     monkeypatch.setattr(FeatureCache, "put", full)
     with pytest.raises(OSError, match="No space left"):
-        extract(fm, spec.preprocess, 75, [root / r.path for r in train[:6]], [r.sha1 for r in train[:6]], 2, cache, batch_size=2)
+        extract(
+            fm,
+            spec.preprocess,
+            75,
+            [root / r.path for r in train[:6]],
+            [r.sha1 for r in train[:6]],
+            2,
+            cache,
+            batch_size=2,
+        )
     assert not list(tmp_path.rglob("*.npy"))

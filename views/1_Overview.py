@@ -10,7 +10,7 @@ from views import _ui as ui
 
 
 def best_style(table: pd.DataFrame, best: dict[str, list[str]]):
-    """Green and bold for the best of this study's models in each metric column."""
+    """Green and bold for the model the subject-level test says beats every other (nothing when none does)."""
 
     def column(col: pd.Series) -> list[str]:
         winners = best.get(col.name, [])
@@ -65,24 +65,37 @@ def page() -> None:
                    "Splits are by subject: no person is in two splits.")
 
     st.subheader("Metrics on the validation split")
+    if view.verdict:
+        st.markdown(f"**{view.verdict}**")
     st.dataframe(best_style(view.table, view.best), hide_index=True, width="stretch", placeholder="—",
                  height=35 * (len(view.table) + 1) + 3)  # every row visible, no inner scrolling
     st.caption(
         "ALL (leukemic lymphoblast) is the positive class; recall is sensitivity for ALL. Weighted F1: the F1 of each "
         "class weighted by its size (how the C-NMC challenge ranked entries). ECE: expected calibration error "
-        "(10 bins of P(ALL)); Brier: mean squared error of P(ALL); lower is better for both. Green: the best of this "
-        "study's rows per column. Click a column header to sort. "
-        + (f"**{base.ENSEMBLE_NAME}** averages the P(ALL) of {', '.join(view.members)} and calls ALL at 0.5; "
+        "(10 bins of P(ALL)); Brier: mean squared error of P(ALL); lower is better for both. Green marks a model only "
+        "when the paired sign-flip test over patients (Compare page) says it beats every other model, and only in "
+        "the columns it also leads. Click a column header to sort. "
+        + (f"**{base.ENSEMBLE_NAME}** averages the P(ALL) of {', '.join(view.members)} and calls ALL at its "
+           "threshold (0.5: it has no training-side predictions to tune one on); "
            "it is not trained itself. " if view.members else "")
         + ("The paper's rows report only accuracy, precision and recall (its Table I)." if with_paper else "")
     )
     st.download_button("Download the table as CSV (with the 95% intervals)", view.csv,
                        file_name=f"{data.name}_metrics.csv",
-                       mime="text/csv", icon=":material/download:")
+                       mime="text/csv", icon="⬇️")
+
+    if not view.patients.empty:
+        st.subheader("Per patient")
+        st.dataframe(view.patients, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in view.patients.columns
+            if c.startswith(("Patient ", "AUC", "Acc.")) or c == "Share threshold"})
+        st.caption(f"Unit: patient, N = {int(view.patients['Patients'].max())} validation patients. Patient AUC ranks "
+                   "patients by their mean P(ALL); a patient is called ALL when the share of its cells called ALL "
+                   "reaches the share threshold. 95% intervals: class-stratified bootstrap over patients.")
 
     st.subheader("How sure are these numbers? 95% intervals")
     if view.stats_note:
-        st.info(view.stats_note, icon=":material/info:")
+        st.info(view.stats_note, icon="ℹ️")
     metrics = [m for m in base.METRICS if m in set(view.intervals["metric"])]
     if metrics:
         pick, chart = st.columns([1, 4])

@@ -1,4 +1,5 @@
-"""Classify a cell: drop one or many single-cell images; P(ALL) from every model of the study, the
+"""Classify a cell: drop one or many single-cell images, smear crops or fields (each white cell found is made into
+a C-NMC-style frame, unless the preparation is switched off); P(ALL) from every model of the study, the
 ensemble, how many agree, how sure they are, whether the image looks like a training cell, and where
 each model looked (Grad-CAM). Research use only. Uploads stay in memory; nothing is written; file names
 are shown as literal text (a code span), never as Markdown or HTML."""
@@ -23,24 +24,45 @@ def predictor(stamp: tuple):
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def classify(stamp: tuple, content: bytes, name: str, cam: str | None, _predictor):
-    """One upload through every model (and Grad-CAM), kept at display size: moving a slider redraws, never
-    recomputes."""
-    return classify_view.classify(_predictor, content, name, cam, DISPLAY_SIDE)
+def classify(stamp: tuple, content: bytes, name: str, cam: str | None, prepare: bool, um_per_px, _predictor):
+    """One upload (each of its white cells) through every model (and Grad-CAM), kept at display size: moving a
+    slider redraws, never recomputes."""
+    return classify_view.classify_upload(_predictor, content, name, cam, DISPLAY_SIDE, prepare, um_per_px)
+
+
+def show_upload(upload_name: str, upload, models, opacity: float) -> None:
+    st.subheader(ui.code(upload_name), divider="gray")  # the name as typed, never as Markdown or HTML
+    if upload.outlined is not None:
+        st.image(upload.outlined, caption="as uploaded, with the white cells found (numbered in reading order)",
+                 width="stretch")
+    for note in upload.notes:
+        st.caption(note)
+    for out in upload.cells:
+        show_one(upload_name, out, classify_view.model_table(models, out.result), opacity)
 
 
 def show_one(upload_name: str, out, table, opacity: float) -> None:
     result = out.result
-    st.subheader(ui.code(upload_name), divider="gray")  # the name as typed, never as Markdown or HTML
     if "error" in result:
         st.error(f"{ui.code(upload_name)} cannot be classified: {result['error']}")
         return
+    if result.get("prepared"):
+        scale = result["scale"]
+        size = f", {scale['diameter_um']:.1f} µm across" if scale.get("diameter_um") else ""
+        st.markdown(f"**Cell {result['cell']}** (scale from {scale['source']}{size})")
+    for note in result.get("notes", []):
+        st.caption(note)
     if result["ood"]["warning"]:
         st.warning("**This image does not look like the cells the models were trained on; the prediction is "
                    "unreliable.** "
-                   + " ".join(f"{r[0].upper()}{r[1:]}." for r in result["ood"]["reasons"]), icon=":material/warning:")
-    image, answer = st.columns([1, 2])
-    image.image(out.image, caption="as uploaded (converted to RGB)", width="stretch")
+                   + " ".join(f"{r[0].upper()}{r[1:]}." for r in result["ood"]["reasons"]), icon="⚠️")
+    if out.cell is not None and out.cell.prepared:
+        before, image, answer = st.columns([1, 1, 2])
+        before.image(out.cell.frame_before_norm, caption="prepared frame, before stain normalisation", width="stretch")
+        image.image(out.image, caption="after normalisation: what the models see", width="stretch")
+    else:
+        image, answer = st.columns([1, 2])
+        image.image(out.image, caption="as uploaded (converted to RGB)", width="stretch")
     answer.metric("Ensemble call (mean P(ALL) of the models)", result["label"], f"P(ALL) = {result['ensemble']:.3f}",
                   delta_color="off", delta_arrow="off")
     answer.markdown(f"**Agreement:** {result['agreement']}  \n**Uncertainty:** {result['uncertainty']}")
@@ -62,9 +84,17 @@ def show_one(upload_name: str, out, table, opacity: float) -> None:
 def page() -> None:
     data = ui.start("Classify a cell", notice=ui.RESEARCH_ONLY)
     uploads = st.file_uploader(
-        "Single-cell images (C-NMC style frames: one stained cell centred on black); one or many", type=TYPES,
+        "Single-cell images (C-NMC style frames), smear crops or fields; one or many", type=TYPES,
         accept_multiple_files=True, key="upload",
     )
+    prep, scale = st.columns(2)
+    prepare = prep.toggle("Prepare smear crops (find white cells)", value=True, key="prepare",
+                          help="Find each white cell, rescale the crop to C-NMC's scale, black out the rest and "
+                               "centre the cell; off: classify each image as it is. C-NMC frames pass through as "
+                               "they are either way.")
+    um_per_px = scale.number_input("Micrometres per pixel (optional)", min_value=0.005, max_value=5.0, value=None,
+                                   step=0.001, format="%.4f", key="um_per_px", disabled=not prepare,
+                                   help="The upload's scale; empty: measured from its red cells (7.5 µm each).")
     left, right = st.columns(2)
     cam = left.selectbox("Where each model looked", CAM_CHOICES, key="cam",
                          format_func=lambda m: "no heatmaps" if m == OFF else classify_view.CAM_METHODS[m],
@@ -86,21 +116,23 @@ def page() -> None:
     outcomes = []
     with st.spinner(f"Classifying {len(uploads)} image(s) …"):
         for upload in uploads:
-            out = classify(data.stamp, upload.getvalue(), upload.name, None if cam == OFF else cam, models)
+            out = classify(data.stamp, upload.getvalue(), upload.name, None if cam == OFF else cam, prepare,
+                           um_per_px if prepare else None, models)
             outcomes.append((upload.name, out))
-    if len(outcomes) > 1:
-        frame = classify_view.results_frame([out.result for _, out in outcomes])
+    results = [cell.result for _, out in outcomes for cell in out.cells]
+    if len(results) > 1:
+        frame = classify_view.results_frame(results)
         st.subheader("All files")
         st.dataframe(frame, hide_index=True, width="stretch")
         st.download_button("Download this table (CSV)", ui.csv_safe(frame).to_csv(index=False), "cnmc_predictions.csv",
                            "text/csv",
-                           icon=":material/download:")
+                           icon="⬇️")
     if cam != OFF:
         st.image(classify_view.colour_bar(),
                  caption=f"{classify_view.CAM_METHODS[cam]} colours: where the evidence for the class shown is "
                          "strongest")
     for name, out in outcomes:
-        show_one(name, out, classify_view.model_table(models, out.result), opacity)
+        show_upload(name, out, models, opacity)
     st.caption(ui.RESEARCH_ONLY)
 
 

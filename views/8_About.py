@@ -68,7 +68,7 @@ def page() -> None:
     st.subheader("Research use only")
     st.warning("These models and this dashboard are for **research and teaching only, not for diagnosis**. They have "
              "not been validated on patients or approved as a medical device; a cell's call must never guide a "
-             "clinical decision.", icon=":material/block:")
+             "clinical decision.", icon="🚫")
 
 
 ui.run(page)

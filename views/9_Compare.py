@@ -14,6 +14,7 @@ ALPHA = comparison.SIGNIFICANCE
 # Holm-adjusted p on [0, 1]: greens below the significance level, pale grey above it.
 P_SCALE = [[0.0, "#1b7837"], [ALPHA, "#a6dba0"], [ALPHA + 1e-9, "#ececec"], [1.0, "#fafafa"]]
 PAIR_HOVER = ("p_value", "row_only", "column_only", "auc_diff", "auc_low", "auc_high")
+SUBJECT_HOVER = ("p_subject", "subject_diff", "subject_low", "subject_high", "row_better", "column_better")
 
 
 def p_label(p: float, significant: bool) -> str:
@@ -24,22 +25,35 @@ def p_label(p: float, significant: bool) -> str:
 
 
 def p_matrix(view: comparison.CompareView) -> go.Figure:
-    names, pair = view.models, view.pair
+    """The headline p of every pair: patients (sign-flip, Holm) or, for an old comparison.csv, cell-level McNemar."""
+    names, pair, tested = view.models, view.pair, view.verdict.tested
+    hover = (SUBJECT_HOVER if tested else ()) + PAIR_HOVER
+    title = "p (patients, Holm)" if tested else "p (McNemar, Holm)"
+    subject_lines = (
+        "<br>sign-flip over patients: unadjusted %{customdata[0]:.4f}"
+        "<br>per-patient accuracy %{y} − %{x}: %{customdata[1]:+.3f} (95%: %{customdata[2]:+.3f} to "
+        "%{customdata[3]:+.3f})<br>patients %{y} better: %{customdata[4]}, %{x} better: %{customdata[5]}"
+        "<br><i>cell-level McNemar (" + comparison.MCNEMAR + ")</i>: p %{customdata[6]:.4f}"
+    ) if tested else "<br>cell-level McNemar (" + comparison.MCNEMAR + "): unadjusted %{customdata[0]:.4f}"
+    k = len(hover) - len(PAIR_HOVER)  # where the McNemar / AUC hover values start
     fig = go.Figure(go.Heatmap(
-        z=pair["p_holm"].to_numpy(), x=names, y=names, zmin=0, zmax=1, colorscale=P_SCALE, xgap=2, ygap=2,
-        text=[[p_label(pair["p_holm"].loc[r, c], view.significant.loc[r, c]) for c in names] for r in names],
+        z=pair[view.headline].to_numpy(), x=names, y=names, zmin=0, zmax=1, colorscale=P_SCALE, xgap=2, ygap=2,
+        text=[[p_label(pair[view.headline].loc[r, c], view.significant.loc[r, c]) for c in names] for r in names],
         texttemplate="%{text}", textfont={"size": 13},
-        customdata=[[[pair[part].loc[r, c] for part in PAIR_HOVER] for c in names] for r in names],
-        colorbar={"title": {"text": "p (Holm)"}, "tickvals": [0, ALPHA, 0.5, 1],
+        customdata=[[[pair[part].loc[r, c] for part in hover] for c in names] for r in names],
+        colorbar={"title": {"text": title}, "tickvals": [0, ALPHA, 0.5, 1],
                   "ticktext": ["0", f"{ALPHA:g}", "0.5", "1"]},
-        hovertemplate="<b>%{y}</b> vs <b>%{x}</b><br>p (Holm) %{z:.4f}; unadjusted %{customdata[0]:.4f}"
-                      "<br>cells only %{y} called right: %{customdata[1]}"
-                      "<br>cells only %{x} called right: %{customdata[2]}"
-                      "<br>AUC %{y} − %{x}: %{customdata[3]:+.3f} "
-                      "(95%: %{customdata[4]:+.3f} to %{customdata[5]:+.3f})<extra></extra>",
+        hovertemplate="<b>%{y}</b> vs <b>%{x}</b><br>" + title + " %{z:.4f}" + subject_lines
+                      + f"<br>cells only %{{y}} called right: %{{customdata[{k + 1}]}}"
+                      + f"<br>cells only %{{x}} called right: %{{customdata[{k + 2}]}}"
+                      + f"<br>AUC %{{y}} − %{{x}}: %{{customdata[{k + 3}]:+.3f}} "
+                      + f"(95%: %{{customdata[{k + 4}]:+.3f}} to %{{customdata[{k + 5}]:+.3f}})<extra></extra>",
     ))
+    unit = (f"Unit: patient · N = {view.verdict.n_subjects} patients · Holm over {view.verdict.n_pairs} pairs"
+            if tested else f"Unit: cell · N = {view.n_cells} cells · {comparison.MCNEMAR}")
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=140 + 46 * len(names), margin={"t": 10, "b": 10, "l": 10, "r": 10})
+    fig.update_layout(height=170 + 46 * len(names), margin={"t": 40, "b": 10, "l": 10, "r": 10},
+                      title={"text": unit, "font": {"size": 13}})
     return fig
 
 
@@ -69,8 +83,10 @@ def reliability_grid(view: comparison.CompareView) -> go.Figure:
     fig.update_xaxes(range=[0, 1], dtick=0.5)
     fig.update_yaxes(range=[0, 1.02], dtick=0.5)
     fig.update_annotations(font_size=13)
-    fig.update_layout(height=250 * rows + 70, margin={"t": 30, "b": 10}, bargap=0,
-                      legend={"orientation": "h", "y": -0.06})
+    fig.update_layout(height=250 * rows + 100, margin={"t": 70, "b": 10}, bargap=0,
+                      legend={"orientation": "h", "y": -0.06},
+                      title={"text": f"Unit: cell · N = {view.n_cells} validation cells per model",
+                             "font": {"size": 13}})
     return fig
 
 
@@ -86,11 +102,13 @@ def subject_heatmap(frame) -> go.Figure:
     ))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(side="top")
-    fig.update_layout(height=110 + 24 * len(labels), margin={"t": 10, "b": 10, "l": 10, "r": 10})
+    fig.update_layout(height=150 + 24 * len(labels), margin={"t": 80, "b": 10, "l": 10, "r": 10},
+                      title={"text": f"Unit: patient · N = {len(labels)} patients (each cell: its share of cells "
+                                     "called right)", "font": {"size": 13}})
     return fig
 
 
-def study_chart(cmp: comparison.StudyComparison) -> go.Figure:
+def study_chart(cmp: comparison.StudyComparison, n_cells: int) -> go.Figure:
     """Each model's value in both studies, one line per model: this study just above, the other just below."""
     models = list(cmp.table["Model"])
     fig = go.Figure()
@@ -107,7 +125,9 @@ def study_chart(cmp: comparison.StudyComparison) -> go.Figure:
         ))
     fig.update_yaxes(autorange="reversed", tickvals=list(range(len(models))), ticktext=models, zeroline=False,
                      showgrid=False, range=[len(models) - 0.5, -0.5])
-    fig.update_layout(height=90 + 44 * len(models), margin={"t": 10, "b": 10}, xaxis={"title": cmp.metric},
+    fig.update_layout(height=120 + 44 * len(models), margin={"t": 40, "b": 10}, xaxis={"title": cmp.metric},
+                      title={"text": f"Unit: cell · N = {n_cells} validation cells (intervals resample patients)",
+                             "font": {"size": 13}},
                       legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "title": {"text": "Study"}})
     return fig
 
@@ -120,24 +140,47 @@ def pairs_section(view: comparison.CompareView, data: base.StudyData) -> None:
     if len(view.models) < 2:
         st.info(f"No model comparisons are saved for this study. Compute them: `{base.stats_command(data)}`")
         return
+    if view.recompute:
+        st.warning(view.recompute, icon=":material/history:")
     left, right = st.columns([3, 2])
     left.plotly_chart(p_matrix(view), key="p_matrix", config={"displayModeBar": False})
     n = len(view.pairs)
-    right.markdown(
-        f"Each cell: the **Holm-adjusted p-value** of an exact **McNemar test** between the row and the column model, "
-        f"on the validation cells that exactly one of the two calls right. **✱ and green: p < {ALPHA:g}** after "
-        f"adjusting for all {n} pairs: these two models really do call cells differently. Hover a cell for the counts "
-        "and the difference in ROC AUC with its 95% subject-bootstrap interval."
-    )
-    right.caption("McNemar counts cells as independent; cells of one patient are not, so its p-values are optimistic. "
-                  "The AUC interval resamples patients and is the more cautious answer: a difference whose interval "
-                  "holds 0 may be chance. The ensemble is not in the matrix: it is made of these models.")
+    if view.verdict.tested:
+        right.markdown(
+            f"Each cell: the **Holm-adjusted p-value** of a **paired sign-flip test over patients** between the row "
+            f"and the column model: each of the {view.verdict.n_subjects} validation patients gives one difference "
+            "(the share of its cells the row model calls right minus the column model's, each at its own threshold), "
+            f"and the test asks whether their mean could be chance. **✱ and green: p < {ALPHA:g}** after adjusting "
+            f"for all {n} pairs. Hover a cell for the per-patient difference with its 95% interval, the cell-level "
+            "counts and the difference in ROC AUC."
+        )
+        right.caption(f"Cell-level McNemar is in the hover and the table as a secondary column: it "
+                      f"{comparison.MCNEMAR}, but cells of one patient are not independent, so its p-values are far "
+                      "too small (docs/statistics.md). The ensemble is not in the matrix: it is made of these models.")
+    else:
+        right.markdown(
+            f"Each cell: the Holm-adjusted p-value of an exact **McNemar test** on the validation cells that exactly "
+            f"one of the two calls right (✱: p < {ALPHA:g}). McNemar {comparison.MCNEMAR}; cells of one patient are "
+            "not, so these p-values are optimistic. Recompute the statistics for the subject-level test."
+        )
     if ui.toggle(f"Show all {n} pairs as a table", "pairs_table", False):
+        fmt = {c: st.column_config.NumberColumn(format="%.4f") for c in view.pairs.columns if c.startswith("p ")}
+        signed = [c for c in view.pairs.columns if "−" in c or "95%" in c]
         st.dataframe(view.pairs, hide_index=True, width="stretch", column_config={
-            "p (McNemar)": st.column_config.NumberColumn(format="%.4f"),
-            "p (Holm)": st.column_config.NumberColumn(format="%.4f"),
-            **{c: st.column_config.NumberColumn(format="%+.3f") for c in ("AUC A − B", "95% low", "95% high")},
-        })
+            **fmt, **{c: st.column_config.NumberColumn(format="%+.3f") for c in signed}})
+
+
+def patients_section(view: comparison.CompareView) -> None:
+    if view.patients.empty:  # statistics older than the patient block: the stats note says how to add it
+        return
+    st.subheader("Per patient: one call per person")
+    st.dataframe(view.patients, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in view.patients.columns
+        if c.startswith(("Patient ", "AUC", "Acc.", "Share threshold")) and c != "Share threshold from"})
+    n = int(view.patients["Patients"].max())
+    st.caption(f"Unit: patient, N = {n}. A patient is called ALL when the share of its cells called ALL reaches the "
+               "share threshold; patient AUC ranks patients by their mean P(ALL). Intervals: class-stratified "
+               "bootstrap over patients. With so few patients the intervals are wide.")
 
 
 def calibration_section(view: comparison.CompareView) -> None:
@@ -178,7 +221,8 @@ def studies_section(data: base.StudyData) -> None:
     cmp = ui.view(comparison.compare_studies, data, other, metric, base.stamp(data.root, other))
     for note in cmp.notes:
         st.warning(note)
-    st.plotly_chart(study_chart(cmp), key="studies", config={"displayModeBar": False})
+    n_cells = ui.view(comparison.compare, data).n_cells
+    st.plotly_chart(study_chart(cmp, n_cells), key="studies", config={"displayModeBar": False})
     number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(cmp.table, hide_index=True, width="stretch", column_config={
         **{c: number for c in cmp.table.columns if c not in ("Model", comparison.PAIRED_P)},
@@ -195,9 +239,12 @@ def studies_section(data: base.StudyData) -> None:
 def page() -> None:
     data = ui.start("Compare")
     view = ui.view(comparison.compare, data)
+    if view.verdict.sentence:
+        st.markdown(f"**{view.verdict.sentence}**")
     if view.note:
-        st.info(view.note, icon=":material/info:")
+        st.info(view.note, icon="ℹ️")
     pairs_section(view, data)
+    patients_section(view)
     calibration_section(view)
     subjects_section(view, data)
     studies_section(data)

@@ -163,7 +163,7 @@ def start(title: str, *, home: bool = False, needs_study: bool = True, notice: s
     """
     st.title(title)
     if notice:
-        st.warning(notice, icon=":material/warning:")
+        st.warning(notice, icon="⚠️")
     root = base.root()
     build = demo_build.demo_build_status(root)
     if home and (build.state in ("running", "failed") or (build.state == "done" and "_building" in st.session_state)):
@@ -194,7 +194,7 @@ def start(title: str, *, home: bool = False, needs_study: bool = True, notice: s
     if data.synthetic:
         st.warning("**Synthetic demo data.** These cells are generated, not from patients, and the models "
                    "use random weights: the numbers show how the pipeline works, not how well it diagnoses.",
-                   icon=":material/warning:")
+                   icon="⚠️")
     if data.missing:
         st.warning("Not shown: " + "; ".join(f"{code(base.model_name(key))}: {code(why)}"
                                              for key, why in data.missing.items()))
@@ -229,7 +229,7 @@ def no_images(source: thumbnails.ImageSource, what: str) -> None:
 # ---- building the demo study --------------------------------------------------------------------
 
 def demo_button(root: str) -> None:
-    if st.button("Build the demo study", key="build_demo", type="primary", icon=":material/science:",
+    if st.button("Build the demo study", key="build_demo", type="primary", icon="🧪",
                  help="Runs `python -m cnmc_core demo` in a separate process: synthetic cells, seven models, "
                       "CPU only."):
         st.session_state["_building"] = True

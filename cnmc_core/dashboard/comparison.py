@@ -2,8 +2,11 @@
 which subjects are hard, and this study beside another study of the same data.
 
 Nothing here is estimated anew: `cnmc_core.analysis` saved it all when the study ended (or
-`python -m cnmc_core stats` did): `ci95` in each metrics.json, models/ensemble/, subjects.csv and
-comparison.csv. This module only arranges it. Two exceptions: the paired test between two studies
+`python -m cnmc_core stats` did): `ci95` and `patient` in each metrics.json, models/ensemble/,
+subjects.csv and comparison.csv. This module only arranges it. The headline is the subject-level test
+(`p_subject_holm`, the paired sign-flip test over patients); cell-level McNemar stays beside it, labelled
+as assuming independent cells. A comparison.csv older than the subject-level test falls back to
+McNemar, with a note saying how to recompute it. Two exceptions: the paired test between two studies
 (exact McNemar per model, Holm-adjusted), which no single study can hold, and the reliability bins of
 a study made before they were saved (see base.reliability_frame).
 """
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..analysis import Verdict, patient_summary, verdict
+from ..patient_stats import SUBJECT_COLUMNS
 from ..stats import holm, mcnemar_exact
 from ..store import ENSEMBLE, StudyStore
 from .base import (
@@ -36,6 +41,9 @@ from .base import (
 
 SIGNIFICANCE = 0.05  # a pair is marked as significantly different when its Holm-adjusted p is below this
 PAIR_PARTS = ("p_holm", "p_value", "row_only", "column_only", "auc_diff", "auc_low", "auc_high")
+SUBJECT_PARTS = ("p_subject_holm", "p_subject", "subject_diff", "subject_low", "subject_high", "row_better",
+                 "column_better")
+MCNEMAR = "assumes independent cells"  # the label cell-level McNemar carries wherever it is shown
 PAIRED_P = "Paired p (Holm)"  # two studies: the same model's calls on the same cells, exact McNemar
 
 
@@ -44,12 +52,19 @@ PAIRED_P = "Paired p (Holm)"  # two studies: the same model's calls on the same 
 @dataclass
 class CompareView:
     models: list[str]  # model names in the pair matrices, study order
-    # PAIR_PARTS -> models x models, read from the row model's side (NaN on the diagonal):
+    # PAIR_PARTS (+ SUBJECT_PARTS when tested) -> models x models, read from the row model's side (NaN on the diagonal):
     pair: dict[str, pd.DataFrame]
     #   p_holm, p_value (exact McNemar), row_only / column_only (cells only the row / column model called right),
-    #   auc_diff (row − column) with its 95% subject-bootstrap interval auc_low, auc_high
-    significant: pd.DataFrame  # models x models, bool: p_holm < SIGNIFICANCE
+    #   auc_diff (row − column) with its 95% subject-bootstrap interval auc_low, auc_high;
+    #   p_subject_holm, p_subject (sign-flip over patients), subject_diff (mean per-patient accuracy, row − column)
+    #   with subject_low, subject_high, and on how many patients the row / column model was better
+    headline: str  # the part that colours the matrix: "p_subject_holm", or "p_holm" for an old comparison.csv
+    significant: pd.DataFrame  # models x models, bool: headline < SIGNIFICANCE
     pairs: pd.DataFrame  # one row per pair for people, most significant first
+    verdict: Verdict  # the one-sentence answer (analysis.verdict); .tested False for an old comparison.csv
+    recompute: str  # '' or how to recompute an old comparison.csv
+    patients: pd.DataFrame  # Model, Patients, ALL, HEM, patient AUC / accuracy with 95% intervals (patient blocks)
+    n_cells: int  # validation cells behind the calibration diagrams
     reliability: pd.DataFrame  # Model, low, high, n, predicted, observed (non-empty bins; models, then the ensemble)
     ece: dict[str, float]  # model name -> expected calibration error
     subjects: pd.DataFrame  # Subject, Class, Cells, then accuracy per model name; hardest (lowest mean) first
@@ -58,34 +73,75 @@ class CompareView:
 
 def compare(data: StudyData) -> CompareView:
     """Everything on the Compare page of one study."""
-    names, pair, significant, pairs = _pair_tables(data)
+    names, pair, headline, significant, pairs = _pair_tables(data)
+    c = data.comparison
+    said = verdict(None if c is None else c[c["model_a"].isin(data.models) & c["model_b"].isin(data.models)],
+                   model_name)
+    recompute = "" if said.tested or c is None or len(names) < 2 else (
+        "This study's comparison.csv was saved before the subject-level test: the matrix falls back to cell-level "
+        f"McNemar, which {MCNEMAR}. Recompute with `python -m cnmc_core stats --study {data.name}` "
+        f"(full command: `{stats_command(data)}`).")
     cal, ece = reliability_frame(data, data.evaluated)
-    return CompareView(names, pair, significant, pairs, cal, ece, _subject_table(data), stats_note(data))
+    n_cells = max((int(number(data.metrics[k].get("n"))) for k in data.evaluated
+                   if number(data.metrics[k].get("n")) == number(data.metrics[k].get("n"))), default=0)
+    return CompareView(names, pair, headline, significant, pairs, said, recompute, patient_frame(data), n_cells,
+                       cal, ece, _subject_table(data), stats_note(data))
+
+
+def patient_frame(data: StudyData) -> pd.DataFrame:
+    """The patient-level block of each evaluated model, for people (empty before `stats` saved it)."""
+    return patient_summary({k: data.metrics[k] for k in data.evaluated}, model_name)
 
 
 def _pair_tables(data: StudyData):
     c = data.comparison if data.comparison is not None else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     c = c[c["model_a"].isin(data.models) & c["model_b"].isin(data.models)]
+    tested = set(SUBJECT_COLUMNS) <= set(c.columns)
     keys = [k for k in data.models if k in set(c["model_a"]) | set(c["model_b"])]
     names = [model_name(k) for k in keys]
-    pair = {part: pd.DataFrame(np.nan, index=names, columns=names) for part in PAIR_PARTS}
-    for r in c.itertuples():
-        a, b = model_name(r.model_a), model_name(r.model_b)
+    parts = PAIR_PARTS + (SUBJECT_PARTS if tested else ())
+    pair = {part: pd.DataFrame(np.nan, index=names, columns=names) for part in parts}
+    for r in c.to_dict("records"):
+        a, b = model_name(r["model_a"]), model_name(r["model_b"])
         for row, col, sign in ((a, b, 1.0), (b, a, -1.0)):
-            interval = sorted((sign * r.auc_diff_low, sign * r.auc_diff_high))  # row − column, low to high
-            for part, value in zip(PAIR_PARTS, (r.p_holm, r.p_value, r.n01 if sign > 0 else r.n10,
-                                                r.n10 if sign > 0 else r.n01, sign * r.auc_diff, *interval)):
+            first = sign > 0
+            values = [r["p_holm"], r["p_value"], r["n01" if first else "n10"], r["n10" if first else "n01"],
+                      sign * r["auc_diff"], *sorted((sign * r["auc_diff_low"], sign * r["auc_diff_high"]))]
+            if tested:
+                values += [r["p_subject_holm"], r["p_subject"], sign * r["subject_diff"],
+                           *sorted((sign * r["subject_diff_low"], sign * r["subject_diff_high"])),
+                           r["subjects_a_better" if first else "subjects_b_better"],
+                           r["subjects_b_better" if first else "subjects_a_better"]]
+            for part, value in zip(parts, values):
                 pair[part].loc[row, col] = value
-    significant = pair["p_holm"] < SIGNIFICANCE
+    headline = "p_subject_holm" if tested else "p_holm"
+    significant = pair[headline] < SIGNIFICANCE
+    mcnemar = {
+        "Only A right (cells)": c["n01"].astype(int).to_numpy(),
+        "Only B right (cells)": c["n10"].astype(int).to_numpy(),
+        f"p McNemar ({MCNEMAR})": c["p_value"].astype(float).to_numpy(),
+        f"p McNemar, Holm ({MCNEMAR})": c["p_holm"].astype(float).to_numpy(),
+    }
+    subject = {} if not tested else {
+        "Patients": c["n_subjects"].astype(int).to_numpy(),
+        "Accuracy A − B (per patient)": c["subject_diff"].astype(float).to_numpy(),
+        "95% low": c["subject_diff_low"].astype(float).to_numpy(),
+        "95% high": c["subject_diff_high"].astype(float).to_numpy(),
+        "Patients A better": c["subjects_a_better"].astype(int).to_numpy(),
+        "Patients B better": c["subjects_b_better"].astype(int).to_numpy(),
+        "p (patients)": c["p_subject"].astype(float).to_numpy(),
+        "p (patients, Holm)": c["p_subject_holm"].astype(float).to_numpy(),
+    }
     pairs = pd.DataFrame({
         "Model A": [model_name(k) for k in c["model_a"]], "Model B": [model_name(k) for k in c["model_b"]],
-        "Only A right": c["n01"].astype(int).to_numpy(), "Only B right": c["n10"].astype(int).to_numpy(),
-        "p (McNemar)": c["p_value"].astype(float).to_numpy(), "p (Holm)": c["p_holm"].astype(float).to_numpy(),
-        "Significant": (c["p_holm"].astype(float) < SIGNIFICANCE).to_numpy(),
+        **subject, "Significant": (c[headline].astype(float) < SIGNIFICANCE).to_numpy(), **mcnemar,
         "AUC A − B": c["auc_diff"].astype(float).to_numpy(),
-        "95% low": c["auc_diff_low"].astype(float).to_numpy(), "95% high": c["auc_diff_high"].astype(float).to_numpy(),
-    }).sort_values(["p (Holm)", "Model A", "Model B"], kind="stable").reset_index(drop=True)
-    return names, pair, significant, pairs
+        "AUC 95% low": c["auc_diff_low"].astype(float).to_numpy(),
+        "AUC 95% high": c["auc_diff_high"].astype(float).to_numpy(),
+    })
+    order = "p (patients, Holm)" if tested else f"p McNemar, Holm ({MCNEMAR})"
+    pairs = pairs.sort_values([order, "Model A", "Model B"], kind="stable").reset_index(drop=True)
+    return names, pair, headline, significant, pairs
 
 
 def _subject_table(data: StudyData) -> pd.DataFrame:

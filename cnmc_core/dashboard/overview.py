@@ -1,5 +1,7 @@
 """The Overview page: what the study is, and the metrics of its models and their ensemble beside the
-paper's Table I, with each metric's 95% subject-bootstrap interval (saved in metrics.json as `ci95`)."""
+paper's Table I, with each metric's 95% subject-bootstrap interval (saved in metrics.json as `ci95`), the
+patient-level results (`patient`), and the one verdict of the subject-level test (`analysis.verdict`): a
+model is marked best only when that test says it beats every other model."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..analysis import patient_summary, verdict
 from ..registry import PAPER_TABLE_I
 from .base import (
     LOWER_IS_BETTER,
@@ -20,6 +23,7 @@ from .base import (
     model_name,
     number,
     section,
+    stats_command,
     stats_note,
 )
 
@@ -29,7 +33,9 @@ class Overview:
     facts: dict[str, str]  # label -> value, in display order (values come from study.json: show them literally)
     splits: pd.DataFrame  # split, images, ALL, HEM, subjects
     table: pd.DataFrame  # Model, Source, metric labels..., one row per model, the ensemble (+ paper rows)
-    best: dict[str, list[str]]  # metric label -> model names with the best value (this study's rows)
+    best: dict[str, list[str]]  # metric label -> [the winner's name]; empty unless the subject-level test names one
+    verdict: str  # one sentence: who, if anyone, beats every other model (the Compare page says the same)
+    patients: pd.DataFrame  # Model, Patients, ALL, HEM, Patient AUC, Patient accuracy (+ 95% intervals), threshold
     csv: str  # the table with each metric's 95% interval
     intervals: pd.DataFrame  # Model, Source, metric (key), value, low, high: see metric_intervals
     stats_note: str  # what statistics are missing and how to compute them ('' when all are there)
@@ -39,19 +45,35 @@ class Overview:
 def overview(data: StudyData, with_paper: bool = True) -> Overview:
     table = metrics_table(data, with_paper)
     ours = table[table["Source"] == OURS]
+    c = data.comparison
+    said = verdict(None if c is None else c[c["model_a"].isin(data.models) & c["model_b"].isin(data.models)],
+                   model_name)
     best = {}
-    for label in (*METRICS.values(), *LOWER_IS_BETTER.values()):
-        col = pd.to_numeric(ours[label], errors="coerce")
-        if col.notna().any():
-            target = col.min() if label in LOWER_IS_BETTER.values() else col.max()
-            best[label] = list(ours.loc[np.isclose(col, target), "Model"])
+    if said.winner is not None:  # colour only what the subject-level test supports, where the winner also leads
+        winner = model_name(said.winner)
+        for label in (*METRICS.values(), *LOWER_IS_BETTER.values()):
+            col = pd.to_numeric(ours[label], errors="coerce")
+            if col.notna().any():
+                target = col.min() if label in LOWER_IS_BETTER.values() else col.max()
+                if winner in list(ours.loc[np.isclose(col, target), "Model"]):
+                    best[label] = [winner]
+    sentence = said.sentence
+    if not said.tested and len(data.models) >= 2:
+        sentence = ("No model is marked best: this study has no subject-level test saved. Compute it with "
+                    f"`{stats_command(data)}`")
     intervals = metric_intervals(data)
     wide = intervals.pivot_table(index=["Model", "Source"], columns="metric", values=["low", "high"], sort=False)
     wide = wide[[(side, m) for m in METRICS if m in set(intervals["metric"]) for side in ("low", "high")]]
     wide.columns = [f"{METRICS[m]} 95% {side}" for side, m in wide.columns]
     csv = table.merge(wide.reset_index(), on=["Model", "Source"], how="left").to_csv(index=False)
     members = [model_name(k) for k in ensemble_members(data)]
-    return Overview(_facts(data), _splits(data), table, best, csv, intervals, stats_note(data), members)
+    return Overview(_facts(data), _splits(data), table, best, sentence, _patients(data), csv, intervals,
+                    stats_note(data), members)
+
+
+def _patients(data: StudyData) -> pd.DataFrame:
+    """The patient-level block of each evaluated model, for people (empty before `stats` saved it)."""
+    return patient_summary({k: data.metrics[k] for k in data.evaluated}, model_name)
 
 
 def _facts(data: StudyData) -> dict[str, str]:
