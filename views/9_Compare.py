@@ -141,7 +141,7 @@ def pairs_section(view: comparison.CompareView, data: base.StudyData) -> None:
         st.info(f"No model comparisons are saved for this study. Compute them: `{base.stats_command(data)}`")
         return
     if view.recompute:
-        st.warning(view.recompute, icon=":material/history:")
+        st.warning(view.recompute, icon="🔁")
     left, right = st.columns([3, 2])
     left.plotly_chart(p_matrix(view), key="p_matrix", config={"displayModeBar": False})
     n = len(view.pairs)
