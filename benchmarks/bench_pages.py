@@ -9,121 +9,23 @@ Streamlit session each time), and prints seconds from navigation until the page 
 the script run finished, no placeholder skeleton left, every table, chart and image rendered.
 The target: the Overview of the demo study in under 2 s warm on a 2-core machine.
 
-Uses Debian's /usr/bin/chromium (no browser download). The browser tests reuse these helpers.
+Uses Debian's /usr/bin/chromium (no browser download), through the launcher in tests/helpers.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-PAGES = {  # url path -> title, as app.py lists them ("" is the home page, the Overview)
-    "": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
-    "curves": "Curves and calibration", "compare": "Compare", "gradcam": "Grad-CAM gallery",
-    "classify": "Classify a cell",
-    "dataset": "Dataset", "about": "About",
-}
-# True when the page is completely drawn: Streamlit's script run is over, no skeleton placeholder
-# is left, and every dataframe, plotly chart and image inside the main area has rendered.
-RENDERED_JS = """() => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  const main = document.querySelector('[data-testid="stMain"]');
-  if (!main || !main.querySelector('h1') || main.querySelector('[data-testid="stSkeleton"]')) return false;
-  const shown = (el) => !el.closest('details:not([open])');  // a closed expander draws nothing
-  for (const df of main.querySelectorAll('[data-testid="stDataFrame"]'))
-    if (shown(df) && !df.querySelector('[data-testid="data-grid-canvas"]')) return false;
-  for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]'))
-    if (shown(chart) && !chart.querySelector('.main-svg')) return false;
-  for (const img of main.querySelectorAll('img')) if (!img.complete) return false;
-  return true;
-}"""
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(artifacts: str | Path, port: int | None = None, timeout: float = 60.0,
-           launcher: tuple[str, ...] = ("-m", "streamlit")):
-    """`streamlit run app.py` on 127.0.0.1 against `artifacts`; yields (url, process, log path), stops it after.
-
-    `launcher` is what follows the Python executable to reach Streamlit's CLI (load_users.py
-    passes a `-c` script that also turns on the library's INFO logging).
-    """
-    port = port or free_port()
-    env = {**os.environ, "CNMC_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1"}
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"streamlit-{port}.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, *launcher, "run", "app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s; see {log_path}")
-            time.sleep(0.3)
-        yield url, proc, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@contextlib.contextmanager
-def serve(artifacts: str | Path, port: int | None = None, timeout: float = 60.0):
-    """`streamlit run app.py` against `artifacts` on a free port; yields the base URL."""
-    with server(artifacts, port, timeout) as (url, _, _):
-        yield url
-
-
-@contextlib.contextmanager
-def browser():
-    """Headless Debian Chromium through Playwright; yields the Browser."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def wait_rendered(page, timeout_ms: float = 60_000) -> None:
-    page.wait_for_function(RENDERED_JS, timeout=timeout_ms, polling=50)
+from tests.helpers import CHROMIUM, PAGE_TITLES, browser, serve, wait_rendered  # noqa: E402
 
 
 def render_seconds(context, url: str) -> float:
@@ -143,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", default=os.environ.get("CNMC_ARTIFACTS") or str(ROOT / "artifacts"))
     ap.add_argument("--study", help="study to open (default: the newest)")
     ap.add_argument("--runs", type=int, default=5, help="warm visits per page (default 5)")
-    ap.add_argument("--pages", default=",".join(p or "overview" for p in PAGES), help="comma-separated (default: all)")
+    ap.add_argument("--pages", default=",".join(p or "overview" for p in PAGE_TITLES),
+                    help="comma-separated (default: all)")
     ap.add_argument("--budget", type=float, default=2.0, help="warm Overview target in seconds (default 2.0)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -157,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths:
             cold = render_seconds(context, f"{url}/{path}{query}")
             warm = [render_seconds(context, f"{url}/{path}{query}") for _ in range(args.runs)]
-            rows.append((PAGES.get(path, path), cold, statistics.median(warm), max(warm)))
+            rows.append((PAGE_TITLES.get(path, path), cold, statistics.median(warm), max(warm)))
     print(f"artifacts {args.artifacts}, {os.cpu_count()} CPU cores, {args.runs} warm runs per page")
     print(f"{'page':<24}{'cold s':>8}{'warm median s':>15}{'warm max s':>12}")
     for name, cold, median, worst in rows:

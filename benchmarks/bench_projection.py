@@ -1,17 +1,24 @@
-"""Feature-space maps at C-NMC scale: the study-time cost of `project`, and the page-time cost of reading seven
-saved projections back and building the small-multiples figure.
+"""Feature-space maps at C-NMC scale: the study-time cost of `project`, and the page-time cost of reading every
+model's saved maps and building the Feature space page's figures.
 
-    python benchmarks/bench_projection.py [--cells 12800] [--features 2048] [--subjects 100] [--models 7]
-                                          [--max-tsne 3000] [--runs 3] [--seed 0]
+    python benchmarks/bench_projection.py [--cells 12800] [--features 2048] [--subjects 100] [--models 9]
+                                          [--max-tsne 3000] [--runs 3] [--seed 0] [--out DIR [--page-only]]
 
 Synthetic pooled features (non-negative, like pooled ReLU activations): a per-patient offset, a class shift on a
 quarter of the channels, noise; every patient all ALL or all HEM, two ALL cells for each HEM cell, as in C-NMC.
 
 1. study time: one `project(...)` (standardise, PCA, t-SNE on a stratified subsample, scores), printed once;
-2. page time: for each of `--models` models, open `projection.npz` + `scores.json` (the store's layout) and
-   `from_arrays`, then build one Plotly figure of one panel per model (every cell, coloured by class, subject
-   and P(ALL)-like hover data) and serialise it as Streamlit does (`to_json`). Printed cold (first) and warm
-   (median of `--runs`). The goal: under 3 s warm for seven models.
+2. a C-NMC-sized study written under `--out` (default: a temporary folder) the way a real one is: study.json,
+   split.csv, and for each of the first `--models` registry models metrics.json, predictions.csv (`--cells` rows)
+   and the maps saved by `projection.save_projection` (model.keras is an empty placeholder: the page never loads
+   it);
+3. page time: `dashboard.feature_space.feature_space` (reads every model's saved maps) and `row_figure` for
+   every row of three panels, serialised as Streamlit does (`to_json`), for each map and colouring; cold (first)
+   and warm (median of
+   `--runs`). The browser's own drawing time on that study:
+   `python benchmarks/bench_pages.py --artifacts DIR --pages feature-space`. The goal: under 3 s warm.
+
+`--page-only` with `--out DIR` skips 1 and 2 and times the page on the study an earlier run left in DIR.
 """
 
 from __future__ import annotations
@@ -25,15 +32,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cnmc_core.projection import METHOD_NAMES, from_arrays, project, to_arrays  # noqa: E402
+from cnmc_core.dashboard import base, feature_space  # noqa: E402
+from cnmc_core.projection import METHOD_NAMES, project, save_projection  # noqa: E402
+from cnmc_core.registry import MODELS  # noqa: E402
+from cnmc_core.store import StudyStore, write_bytes  # noqa: E402
 
-CLASS_COLOURS = {1: "#d62728", 0: "#1f77b4"}  # ALL red, HEM blue: the same in every panel
+STUDY = "cnmc_scale"
 
 
 def synthetic_features(cells: int, features: int, subjects: int, seed: int):
@@ -49,49 +58,61 @@ def synthetic_features(cells: int, features: int, subjects: int, seed: int):
     x += offsets[subject_of_cell] + shift * labels[:, None]
     np.maximum(x, 0, out=x)
     calls = np.where(rng.random(cells) < 0.8, labels, 1 - labels)  # a model right four times in five
-    return x, labels, np.array([f"UID_{s}" for s in subject_of_cell]), calls
+    return x, labels, np.array([f"{s}" if subject_label[s] else f"H{s}" for s in subject_of_cell]), calls
 
 
-def save(projection, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "projection.npz", **to_arrays(projection))
-    (folder / "scores.json").write_text(json.dumps(projection.scores, allow_nan=False))
+def write_study(root: Path, projection, labels, subjects, calls, models: int, seed: int) -> None:
+    """A study of `models` registry models, each with `projection` saved as its maps."""
+    store = StudyStore(root, STUDY)
+    keys = list(MODELS)[:models]
+    n = len(labels)
+    paths = [f"C-NMC_Leukemia/validation_data/C-NMC_test_prelim_phase_data/{i + 1}.bmp" for i in range(n)]
+    store.dir.mkdir(parents=True, exist_ok=True)
+    store.write_study({"name": STUDY, "created": "2026-12-03T00:00:00+00:00", "status": "complete", "seed": seed,
+                       "models": keys, "config": {"models": keys}, "input_sizes": {k: 224 for k in keys},
+                       "data": {"path": "", "synthetic": True}})
+    store.write_split(pd.DataFrame({"path": paths, "subject": subjects, "label": labels, "split": "val",
+                                    "reason": "", "sha1": [f"{i:040x}" for i in range(n)]}))
+    prob = np.clip(calls * 0.6 + np.random.default_rng(seed).random(n) * 0.4, 0, 1)
+    for key in keys:
+        tn, fp = int(((labels == 0) & (calls == 0)).sum()), int(((labels == 0) & (calls == 1)).sum())
+        fn, tp = int(((labels == 1) & (calls == 0)).sum()), int(((labels == 1) & (calls == 1)).sum())
+        metrics = {"accuracy": (tn + tp) / n, "precision": 0.8, "recall": 0.8, "f1": 0.8, "specificity": 0.8,
+                   "roc_auc": 0.85, "threshold": 0.5, "confusion_matrix": [[tn, fp], [fn, tp]],
+                   "config_hash": f"bench-{key}", "model": key, "name": MODELS[key].name}
+        predictions = pd.DataFrame({"path": paths, "subject": subjects, "label": labels, "prob_all": prob})
+        history = pd.DataFrame({"epoch": [1], "loss": [0.5], "accuracy": [0.8], "val_loss": [0.5],
+                                "val_accuracy": [0.8]})
+        store.write_model(key, metrics, predictions, history, lambda p: write_bytes(p, b""))
+        save_projection(store, key, projection, metrics["config_hash"], paths, "synthetic")
 
 
-def load(folder: Path):
-    with np.load(folder / "projection.npz", allow_pickle=False) as arrays:
-        return from_arrays(arrays, json.loads((folder / "scores.json").read_text()))
-
-
-def small_multiples(projections: dict, method: str) -> go.Figure:
-    """One panel per model: its `method` map of the same cells, coloured by class the same way everywhere."""
-    keys = list(projections)
-    columns = 4
-    rows = -(-len(keys) // columns)
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=keys, horizontal_spacing=0.03, vertical_spacing=0.08)
-    for i, key in enumerate(keys):
-        p = projections[key]
-        xy = p.coordinates[method]
-        for label, name in ((1, "ALL"), (0, "HEM")):
-            rows_of_class = np.flatnonzero((p.labels == label) & ~np.isnan(xy[:, 0]))
-            fig.add_trace(go.Scattergl(
-                x=xy[rows_of_class, 0], y=xy[rows_of_class, 1], mode="markers", name=name, legendgroup=name,
-                showlegend=i == 0, marker=dict(size=3, color=CLASS_COLOURS[label], opacity=0.6),
-                customdata=np.column_stack([p.subjects[rows_of_class], p.calls[rows_of_class]]),
-                hovertemplate="subject %{customdata[0]}<br>call %{customdata[1]}<extra></extra>",
-            ), row=i // columns + 1, col=i % columns + 1)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    fig.update_layout(height=320 * rows, title=f"{METHOD_NAMES[method]} of the pooled features, by class")
-    return fig
-
-
-def page_seconds(folders: dict, method: str) -> tuple[float, int]:
-    """Seconds to read every model's projection and build and serialise the figure; and the JSON's bytes."""
+def page_seconds(root: Path, method: str, colour_by: str) -> tuple[float, float, int, int]:
+    """(seconds to read the study and every saved map, which the page caches after its first view; seconds to
+    build and serialise every panel, which every view does; figure JSON bytes; panels)."""
     start = time.perf_counter()
-    projections = {key: load(folder) for key, folder in folders.items()}
-    payload = small_multiples(projections, method).to_json()
-    return time.perf_counter() - start, len(payload)
+    data = base.load_study(str(root), STUDY)
+    space = feature_space.feature_space(data, method, feature_space.files_stamp(data))
+    read = time.perf_counter()
+    keys = list(space.panels)
+    rows = [keys[i:i + 3] for i in range(0, len(keys), 3)]  # as the page draws them: three panels to a figure
+    payload = sum(len(feature_space.row_figure(space, row, colour_by).to_json()) for row in rows)
+    return read - start, time.perf_counter() - read, payload, len(space.panels)
+
+
+def time_page(root: Path, runs: int) -> None:
+    npz_bytes = StudyStore(root, STUDY).model_file(next(iter(MODELS)), "projection.npz").stat().st_size
+    for method in METHOD_NAMES:
+        for colour_by in ("class", "subject"):
+            reads, draws = [], []
+            for _ in range(1 + runs):
+                read_s, draw_s, payload_bytes, panels = page_seconds(root, method, colour_by)
+                reads.append(read_s)
+                draws.append(draw_s)
+            print(f"page ({METHOD_NAMES[method]}, by {colour_by}, {panels} panels, {payload_bytes / 1e6:.1f} MB "
+                  f"of figure JSON, {npz_bytes / 1e6:.2f} MB npz per model): read the study and maps "
+                  f"{reads[0]:.2f} s cold, {statistics.median(reads[1:]):.2f} s again; build the figures "
+                  f"{statistics.median(draws[1:]):.2f} s (median of {runs})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,35 +120,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", type=int, default=12800)
     parser.add_argument("--features", type=int, default=2048)
     parser.add_argument("--subjects", type=int, default=100)
-    parser.add_argument("--models", type=int, default=7)
+    parser.add_argument("--models", type=int, default=9, choices=range(1, len(MODELS) + 1), metavar="N")
     parser.add_argument("--max-tsne", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="artifacts root to write the study to (kept; default: temporary)")
+    parser.add_argument("--page-only", action="store_true", help="only time the page on the study in --out")
     args = parser.parse_args(argv)
+    if args.page_only:
+        if not args.out or not StudyStore(args.out, STUDY).exists():
+            parser.error(f"--page-only needs --out DIR holding the study {STUDY} of an earlier run")
+        time_page(args.out, args.runs)
+        return 0
 
     features, labels, subjects, calls = synthetic_features(args.cells, args.features, args.subjects, args.seed)
     start = time.perf_counter()
     projection = project(features, labels, subjects, calls, seed=args.seed, max_tsne=args.max_tsne)
     study_s = time.perf_counter() - start
     print(f"study time: project() on {args.cells} cells x {args.features} features "
-          f"(t-SNE on {projection.tsne_subsample or args.cells}): {study_s:.1f} s")
+          f"(t-SNE on {projection.tsne_subsample or args.cells}): {study_s:.1f} s per model")
     for method, scores in projection.scores["methods"].items():
         shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in scores.items()}
-        print(f"  {METHOD_NAMES[method]}: {shown}")
+        print(f"  {METHOD_NAMES[method]}: {json.dumps(shown)}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        folders = {f"model_{i}": Path(tmp) / "models" / f"model_{i}" for i in range(args.models)}
-        for folder in folders.values():
-            save(projection, folder)
-        npz_bytes = (next(iter(folders.values())) / "projection.npz").stat().st_size
-        for method in METHOD_NAMES:
-            times = []
-            for _ in range(1 + args.runs):
-                seconds, payload_bytes = page_seconds(folders, method)
-                times.append(seconds)
-            print(f"page time ({METHOD_NAMES[method]}, {args.models} panels, {payload_bytes / 1e6:.1f} MB figure JSON, "
-                  f"{npz_bytes / 1e6:.2f} MB npz per model): cold {times[0]:.2f} s, "
-                  f"warm median {statistics.median(times[1:]):.2f} s")
+        root = args.out or Path(tmp)
+        write_study(root, projection, labels, subjects, calls, args.models, args.seed)
+        time_page(root, args.runs)
+        if args.out:
+            print(f"study written: {root / STUDY}; in the browser: "
+                  f"python benchmarks/bench_pages.py --artifacts {root} --pages feature-space")
     return 0
 
 

@@ -28,18 +28,27 @@ Keras classes at import and so is lazy like Keras itself).
     projection   2-D maps of the pooled features (PCA, t-SNE) and how well they separate classes and patients
     head         the paper's head in NumPy: targets, class weights, probabilities, the threshold
     training     head training and fine-tuning
+    crossval     subject-level cross-validation of the head on cached features (train --split cv)
     render       colour maps, overlays, PNG bytes
+    palette      the colours of every chart: a colour-blind-safe colour and marker per model, the classes, the accent
     explain      the CAM methods (Grad-CAM, Grad-CAM++, Score-CAM)
     gallery      the Grad-CAM gallery: choosing, building, reading
     ood          the out-of-distribution check: frame statistics and feature reference
+    neighbours   reference cells: the training cells nearest to an upload in a model's feature space
     segment      finding white cells in a smear crop
+    cutout       a white cell cut out onto black: its coverage at its soft edge, the glass's light removed
     prepare      smear crop -> C-NMC-style frames (scale, mask, centring, stain normalisation)
+    answer       the Inconclusive rule, and the one-line summary of several results
     predict      classifying uploads with every model of a study
+    roundtrip    the headline round trip: validation cells on synthetic smears, prepared and classified
     analysis     a study's statistics (the `stats` command)
     study        running a study, and its study-end hooks
-    report       (planned, issue 17) the self-contained HTML report of a study
-    dashboard    the dashboard's read model (dashboard.base first, then one module per page family)
+    report       the self-contained HTML document of a report: escaped text, tables, Plotly with its JavaScript
+                 once, images as data: URIs (no study knowledge: dashboard.report fills it from the read model)
+    dashboard    the dashboard's read model (dashboard.base first, then one module per page family; then
+                 dashboard.report, the study report, which alone reads every page family)
     commands     what each command of the command line does, and the tables it prints
+    cell_commands  `predict` and `explain`: classifying and explaining cells, smear crops and fields
     cli          the command line: arguments, parsing, exit codes
     __main__
 
@@ -52,7 +61,8 @@ __version__ = "0.1.0"
 LAYERS = (
     "registry", "runtime", "config", "disk", "artifacts", "store", "progress", "images", "synthetic", "smears",
     "dataset", "splits", "stats", "patient_stats", "evaluation", "models", "features", "projection", "head",
-    "training", "render", "explain", "gallery", "ood", "segment", "prepare", "predict", "analysis", "study",
-    "report", "dashboard",
-    "commands", "cli", "__main__",
+    "training", "crossval", "render", "palette", "explain", "gallery", "ood", "neighbours", "segment", "cutout",
+    "prepare", "answer", "predict",
+    "roundtrip", "analysis", "study", "report", "dashboard",
+    "commands", "cell_commands", "cli", "__main__",
 )

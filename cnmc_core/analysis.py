@@ -7,6 +7,8 @@ accuracy per validation subject (`subjects.csv`). Then the ensemble (mean P(ALL)
 as models/ensemble/ like a model, at its own saved threshold) and `comparison.csv`: every pair of
 models tested by subject (the paired sign-flip test, Holm-adjusted: the headline), with cell-level
 McNemar beside it and the AUC difference (`patient_stats.compare_models_by_subject`). Why: docs/statistics.md.
+With `--split cv`, each model's out-of-fold predictions (oof.csv) give the `cv` block of metrics.json
+(`crossval.cv_figures`) and the training-side patients the patient share threshold is chosen on.
 
 Every file is read through the store's checks: a damaged one stops the analysis with an
 `ArtifactError` naming it, instead of silently leaving that model out of the ensemble.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import crossval
 from .disk import write_csv
 from .evaluation import classification_metrics
 from .patient_stats import SUBJECT_COLUMNS, compare_models_by_subject, patient_block
@@ -35,7 +38,8 @@ ENSEMBLE_THRESHOLD = 0.5  # the ensemble has no training-side predictions to cho
 def analyse_study(
     store: StudyStore, n_boot: int = N_BOOT, seed: int | None = None, partial_ensemble: bool = False
 ) -> dict:
-    """Compute and save the statistics; returns {"models": [...], "ensemble": bool, "pairs": n}.
+    """Compute and save the statistics; returns {"models": [...], "ensemble": bool, "pairs": n, "verdict":
+    the one sentence of `verdict` ('' with fewer than two models)}.
 
     The ensemble is the mean of every model of the study. When some model is not complete it is
     not built (a StoreError names the missing ones), unless `partial_ensemble` asks for the mean of
@@ -58,9 +62,14 @@ def analyse_study(
             )
         predictions, thresholds = {}, {}
         for key in keys:
-            preds = store.read_predictions(key)
-            threshold = float(store.read_metrics(key).get("threshold", 0.5))
-            store.update_metrics(key, _statistics(preds, threshold, n_boot, seed))
+            preds, oof = store.read_predictions(key), crossval.read(store, key)
+            saved = store.read_metrics(key)
+            threshold = float(saved.get("threshold", 0.5))
+            extra = _statistics(preds, threshold, n_boot, seed, oof)
+            if oof is not None:  # the cv block: how it was made (saved by the study), then its figures
+                cv = saved.get("cv") if isinstance(saved.get("cv"), dict) else {}
+                extra["cv"] = {**cv, **crossval.cv_figures(oof, threshold, n_boot, seed)}
+            store.update_metrics(key, extra)
             write_csv(store.subjects_csv(key), per_subject(preds, threshold))
             predictions[key], thresholds[key] = preds, threshold
 
@@ -82,17 +91,20 @@ def analyse_study(
         write_csv(store.comparison_csv, comparison)
     log.info("statistics: %d models, %d pairs compared%s", len(predictions), len(comparison),
              ", ensemble saved" if has_ensemble else "")
-    return {"models": list(predictions), "ensemble": has_ensemble, "pairs": int(len(comparison))}
+    return {"models": list(predictions), "ensemble": has_ensemble, "pairs": int(len(comparison)),
+            "verdict": verdict(comparison).sentence}
 
 
-def _statistics(predictions: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict:
+def _statistics(predictions: pd.DataFrame, threshold: float, n_boot: int, seed: int,
+                training: pd.DataFrame | None = None) -> dict:
     """metrics.json keys from one model's predictions at its threshold: ci95, ci_replicates, ci_n_boot,
-    ci_method (class-stratified subject bootstrap) and the `patient` block."""
+    ci_method (class-stratified subject bootstrap) and the `patient` block, its share threshold chosen on
+    `training` (out-of-fold predictions of the training cells, with --split cv) when given."""
     cis = class_stratified_cis(predictions["label"], predictions["prob_all"], predictions["subject"].astype(str),
                                threshold, n_boot, seed)
-    # No training-side predictions are saved yet, so the patient share threshold is the untuned 0.5
-    # (patient_block says so in share_threshold_source).
-    patient = patient_block(predictions, threshold, n_boot=n_boot, seed=seed)
+    # Without out-of-fold predictions the patient share threshold is the untuned 0.5 (patient_block says so in
+    # share_threshold_source): in-sample training predictions would flatter it.
+    patient = patient_block(predictions, threshold, training=training, n_boot=n_boot, seed=seed)
     return {"ci95": cis["ci95"], "ci_replicates": cis["replicates"], "ci_n_boot": cis["n_boot"],
             "ci_method": cis["method"], "patient": patient}
 
@@ -182,6 +194,34 @@ def patient_summary(metrics: Mapping[str, dict], name: Callable[[str], str] = st
                      _number(block.get("share_threshold")),
                      str(block.get("share_threshold_source", "?"))])
     return pd.DataFrame(rows, columns=list(PATIENT_SUMMARY))
+
+
+CV_SUMMARY = ("Model", "Subjects", "Cells", "Folds", "AUC (out-of-fold)", "AUC 95% low", "AUC 95% high",
+              "Bal. acc. (out-of-fold)", "Bal. acc. 95% low", "Bal. acc. 95% high", "Fold AUC min", "Fold AUC max",
+              "Fold AUC SD", "Folds from")
+
+
+def cv_summary(metrics: Mapping[str, dict], name: Callable[[str], str] = str) -> pd.DataFrame:
+    """One row per model key whose metrics.json has a `cv` block with figures (train --split cv), for people:
+    CV_SUMMARY, the out-of-fold figures over every training subject with their 95% class-stratified subject
+    intervals and the spread over the folds; ranked by out-of-fold AUC (it rests on more patients than
+    validation does). `name`: key -> display name."""
+    rows = []
+    for key, m in metrics.items():
+        cv = m.get("cv") if isinstance(m, dict) else None
+        if not isinstance(cv, dict) or not isinstance(cv.get("pooled"), dict):
+            continue
+        ci = cv.get("ci95") if isinstance(cv.get("ci95"), dict) else {}
+        spread = (cv.get("spread") or {}).get("roc_auc") if isinstance(cv.get("spread"), dict) else None
+        spread = spread if isinstance(spread, dict) else {}
+        rows.append([name(key), cv.get("n_subjects"), cv.get("n_cells"), cv.get("folds"),
+                     _number(cv["pooled"].get("roc_auc")), *_bounds(ci.get("roc_auc")),
+                     _number(cv["pooled"].get("balanced_accuracy")), *_bounds(ci.get("balanced_accuracy")),
+                     _number(spread.get("min")), _number(spread.get("max")), _number(spread.get("sd")),
+                     str(cv.get("fold_source", "?"))])
+    frame = pd.DataFrame(rows, columns=list(CV_SUMMARY))
+    return frame.sort_values(["AUC (out-of-fold)", "Model"], ascending=[False, True], kind="stable",
+                             na_position="last").reset_index(drop=True)
 
 
 def _bounds(interval) -> list[float]:

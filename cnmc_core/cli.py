@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import commands, explain
+from . import cell_commands, commands, explain
 from .analysis import MAX_BOOT
-from .config import PRESETS
+from .config import PRESETS, STOPPING
 from .predict import PREPARE_MODES
 from .registry import MODELS, parse_model_list
 from .runtime import DISTRIBUTE_MODES, PRECISIONS, XLA_MODES
@@ -91,10 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "XLA-compile the forward passes")
     runtime.add_argument("--distribute", default="auto", choices=DISTRIBUTE_MODES, help=(
         "auto (tf.distribute.MirroredStrategy when 2+ GPUs are visible; each GPU takes a whole batch), "
-        "none, or mirrored (always, also over CPU devices)"))
+        "none, mirrored (always, also over CPU devices), or multiworker (MultiWorkerMirroredStrategy over the "
+        "machines in $TF_CONFIG: each runs the same command; no fine-tuning; see docs/protocols.md)"))
     training = _Parser(add_help=False, parents=[root, runtime])
     training.add_argument("--models", default="all", type=_model_keys,
-                          help="all, or comma-separated keys (see `models`)")
+                          help="all (the paper's seven), paper+modern, or comma-separated keys (see `models`)")
     training.add_argument("--epochs", type=_int_from(1), help="maximum head epochs (default 15)")
     training.add_argument("--seed", type=_int_from(0), help="random seed (default 42)")
     training.add_argument("--progress-file", help="also write progress as JSON to this file")
@@ -115,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--study", required=True, help="study name")
         else:
             q.add_argument("--study", default=default, help=f"study name (default: {default})")
+
+    def preparation(q, verb: str):  # predict and explain: the smear preparation's options
+        q.add_argument("--prepare", default="auto", choices=PREPARE_MODES, help=(
+            f"auto (default): find the white cells of a smear crop or field and {verb} a C-NMC-style frame of each "
+            f"(a C-NMC frame passes through unchanged); off: {verb} each image as it is"))
+        q.add_argument("--um-per-px", type=float, metavar="X",
+                       help="the images' scale in micrometres per pixel (default: measured from their red cells)")
+        q.add_argument("--save-prepared", metavar="DIR",
+                       help="also write each cell's frame, as the models saw it, to DIR/<image stem>_cell<i>.png")
 
     m = sub.add_parser("models", help="list the seven models of the registry")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -140,7 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(eight orientations, class weights, test-time augmentation, threshold from the training split, "
         "top block fine-tuned: best on a GPU; see docs/protocols.md)"))
     t.add_argument("--split", default="auto", choices=SPLIT_MODES,
-                   help="auto, official, folds or random (always by subject)")
+                   help="auto, official, folds or random (always by subject); cv: validation as auto, and the head "
+                        "also cross-validated over the training subjects (C-NMC's three folds, else 3 subject-disjoint "
+                        "folds): out-of-fold P(ALL) in oof.csv, a cv block in metrics.json")
+    t.add_argument("--stopping", choices=STOPPING, help=(
+        "what chooses the stopping epoch: val (the validation loss, last epoch kept: the paper's rule, the preset "
+        "paper's default), inner (an inner slice of the training subjects: the validation split chooses nothing; "
+        "paper_std's and finetune's default) or val_best (the validation loss, best epoch restored: before issue 14)"))
     t.set_defaults(func=commands.cmd_train)
 
     ab = sub.add_parser("ablate", parents=[training, real_data],
@@ -161,18 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="build the ensemble from the complete models even when some model of the study is missing")
     st.set_defaults(func=commands.cmd_stats)
 
+    rp = sub.add_parser("report", parents=[root],
+                        help="one self-contained HTML file of a study (metrics, curves, tests, Grad-CAM); opens "
+                             "offline")
+    study(rp)
+    rp.add_argument("--out", help="the .html file to write (default: <study>_report.html in this folder)")
+    rp.set_defaults(func=commands.cmd_report)
+
     pr = sub.add_parser("predict", parents=[root], help=(
         "P(ALL) from every model of a study, one JSON line per white cell found (exit 1 when any line is an error)"))
     study(pr)
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (BMP, PNG, JPEG, TIFF)")
-    pr.add_argument("--prepare", default="auto", choices=PREPARE_MODES, help=(
-        "auto (default): find the white cells of a smear crop or field and classify a C-NMC-style frame of each "
-        "(a C-NMC frame passes through unchanged); off: classify each image as it is"))
-    pr.add_argument("--um-per-px", type=float, metavar="X",
-                    help="the images' scale in micrometres per pixel (default: measured from their red cells)")
-    pr.add_argument("--save-prepared", metavar="DIR",
-                    help="also write each cell's frame, as the models saw it, to DIR/<image stem>_cell<i>.png")
-    pr.set_defaults(func=commands.cmd_predict)
+    preparation(pr, "classify")
+    pr.set_defaults(func=cell_commands.cmd_predict)
 
     ex = sub.add_parser("explain", parents=[root],
                         help="where one model looked (Grad-CAM overlay as PNG, heatmap as .npy)")
@@ -186,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--target", default="predicted", choices=list(explain.TARGETS),
                     help="predicted (the model's class, default) or all (evidence for ALL)")
     ex.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity over the cell, 0-1 (default 0.45)")
-    ex.set_defaults(func=commands.cmd_explain)
+    preparation(ex, "explain")
+    ex.set_defaults(func=cell_commands.cmd_explain)
     return p
 
 

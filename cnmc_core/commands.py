@@ -2,7 +2,8 @@
 
 Each `cmd_*` returns the exit code; a bad input raises ValueError (or FileNotFoundError) with a
 one-line message, which the CLI prints as `error: …` with exit code 2. TensorFlow is imported only
-by the commands that run a model, so `models` and `studies` answer at once.
+by the commands that run a model, so `models` and `studies` answer at once. The commands that classify or
+explain a cell, `predict` and `explain`, are in cell_commands.py.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import explain, render, synthetic
+from . import synthetic
 from .analysis import analyse_study
 from .config import ablation_configs, from_preset
-from .disk import write_bytes, write_json, write_npy
+from .dashboard.base import load_study
+from .dashboard.report import study_report
+from .disk import write_bytes, write_json
 from .models import resolve_weights
-from .predict import Predictor
-from .prepare import PrepareOptions
 from .progress import ProgressEvent
 from .registry import MODELS, get_spec
 from .store import StudyLock, StudyStore, artifacts_root, list_studies
@@ -68,10 +69,11 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'key':<16}{'name':<16}{'input':>6}{'min':>5}  {'preprocess':<11}{'Grad-CAM layer':<22}{'params':>12}")
+    layer = max(len(r["gradcam_layer"]) for r in rows) + 2  # ConvNeXt's layer name is 38 characters
+    print(f"{'key':<20}{'name':<18}{'input':>6}{'min':>5}  {'preprocess':<11}{'Grad-CAM layer':<{layer}}{'params':>12}")
     for r in rows:
-        print(f"{r['key']:<16}{r['name']:<16}{r['input_size']:>6}{r['min_input_size']:>5}  {r['preprocess']:<11}"
-              f"{r['gradcam_layer']:<22}{r['params']:>12,}")
+        print(f"{r['key']:<20}{r['name']:<18}{r['input_size']:>6}{r['min_input_size']:>5}  {r['preprocess']:<11}"
+              f"{r['gradcam_layer']:<{layer}}{r['params']:>12,}")
     return 0
 
 
@@ -112,7 +114,7 @@ def cmd_train(args) -> int:
     config = from_preset(
         args.preset, models=tuple(args.models), weights=args.weights,
         input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, split=args.split,
-        feature_batch_size=args.feature_batch_size, **_runtime_options(args),
+        feature_batch_size=args.feature_batch_size, stopping=args.stopping, **_runtime_options(args),
     )
     _check_weight_files(config.models, config.weights)
     return _run(args, args.data, config)
@@ -146,7 +148,9 @@ def _run(args, data: Path, config) -> int:
     print(f"\nstudy {store.name!r} in {store.dir} ({time.perf_counter() - started:.0f} s)"
           + (f" — {', '.join(notes)}: not clinical results" if notes else ""))
     if result.excluded:
-        print(f"{result.excluded} file(s) excluded; reasons in {store.split_csv}")
+        duplicates = store.read_study()["data"].get("summary", {}).get("duplicates", 0)
+        print(f"{result.excluded} file(s) excluded; reasons in {store.split_csv}"
+              + (f" ({duplicates} identical to a file in an earlier split)" if duplicates else ""))
     if result.data_changed:
         print("the data changed since this study last ran; its models were retrained")
     if result.skipped:
@@ -163,7 +167,49 @@ def cmd_stats(args) -> int:
     done = analyse_study(store, n_boot=args.replicates, partial_ensemble=args.partial_ensemble)
     _print_table(store, done["models"] + (["ensemble"] if done["ensemble"] else []))
     print(f"{done['pairs']} model pairs compared: {store.comparison_csv}")
+    if done["verdict"]:
+        print(done["verdict"])
+    for line in provenance_lines(store, done["models"]):
+        print(line)
     return 0
+
+
+def cmd_report(args) -> int:
+    """One self-contained HTML file of the study (dashboard.report): the pages' results, offline, no server."""
+    out = Path(args.out or f"{args.study}_report.html")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {str(out)!r} must end in .html")
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a folder; give a file name ending in .html")
+    store = StudyStore(args.artifacts, args.study).require()
+    started = time.perf_counter()
+    data = load_study(str(store.root), store.name)
+    if not data.models:
+        raise ValueError(f"study {store.name!r} has no finished model yet (status: {data.status}); nothing to report")
+    page = study_report(data).encode("utf-8")
+    write_bytes(out, page)
+    print(f"wrote {out}: {len(page) / 1e6:.1f} MB, {len(data.models)} model(s), "
+          f"{time.perf_counter() - started:.1f} s; it opens in any browser, offline")
+    return 0
+
+
+def provenance_lines(store, keys) -> list[str]:
+    """What a reader of the figures must know: synthetic data or random weights, and models whose stopping
+    epoch the validation split chose (their validation figures are optimistic)."""
+    info = store.read_study()
+    made = [w for w, yes in (("synthetic data", section(info, "data").get("synthetic")),
+                             ("random weights", section(info, "config").get("weights") == "none")) if yes]
+    lines = [f"synthetic: {' and '.join(made)}; these are not clinical results"] if made else []
+    chose = [k for k in keys if section(store.read_metrics(k), "stopping").get("validation_chose", True)]
+    if chose:
+        lines.append(f"the stopping epoch of {', '.join(chose)} was chosen on the validation split (or not recorded, "
+                     "before issue 14): their validation figures are optimistic")
+    return lines
+
+
+def section(d, key: str) -> dict:
+    value = d.get(key) if isinstance(d, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def cmd_ablate(args) -> int:
@@ -222,54 +268,6 @@ def _print_table(store, keys) -> None:
         ci_text = f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else ""
         print(f"{key:<16}{m['accuracy']:>7.3f}{bal:>9.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}"
               f"{m['specificity']:>7.3f}{auc:>7}{ci_text}")
-
-
-def cmd_predict(args) -> int:
-    """One JSON line per white cell found (per image with --prepare off). Exit 0 when every input gave a
-    prediction, 1 when any line is an error (as grep and ImageMagick's identify do)."""
-    try:
-        PrepareOptions(um_per_px=args.um_per_px)  # a bad --um-per-px fails before TensorFlow starts
-    except ValueError as e:
-        raise ValueError(f"--um-per-px: {e}") from None
-    if args.save_prepared and Path(args.save_prepared).exists() and not Path(args.save_prepared).is_dir():
-        raise ValueError(f"--save-prepared {args.save_prepared!r} is a file; give a folder")
-    store = StudyStore(args.artifacts, args.study).require()
-    _import_tensorflow_quietly()
-    predictor = Predictor.load(store)
-    for reason in predictor.broken.values():
-        print(f"warning: {reason}", file=sys.stderr)
-    failed = 0
-    for image in args.images:
-        for out in predictor.classify_prepared(image, name=image, prepare=args.prepare, um_per_px=args.um_per_px):
-            failed += "error" in out.result
-            if args.save_prepared and out.cell is not None:
-                frame = Path(args.save_prepared) / f"{Path(image).stem}_cell{out.cell.index}.png"
-                write_bytes(frame, render.png_bytes(out.cell.frame))
-            print(json.dumps(out.result), flush=True)
-    return 1 if failed else 0
-
-
-def cmd_explain(args) -> int:
-    if not 0.0 <= args.opacity <= 1.0:
-        raise ValueError(f"--opacity must be between 0 and 1; got {args.opacity}")
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {args.out!r} must end in .png")
-    if args.npy and Path(args.npy).suffix.lower() != ".npy":
-        raise ValueError(f"--npy {args.npy!r} must end in .npy")
-    if not Path(args.image).is_file():
-        raise ValueError(f"{args.image}: no such file")
-    store = StudyStore(args.artifacts, args.study).require()
-    explain.check_study_model(store, args.model)  # before TensorFlow starts: a wrong name fails at once
-    _import_tensorflow_quietly()
-    img, e = explain.explain_image(store, args.model, args.image, args.method, args.target)
-    write_bytes(out, render.png_bytes(render.overlay(img, e.heatmap, args.opacity)))
-    if args.npy:
-        write_npy(Path(args.npy), e.heatmap)
-    note = "; no location adds evidence for it (the heatmap is all zero)" if e.empty else ""
-    print(f"{args.model}: P(ALL) {e.p_all:.3f}; {explain.METHODS[e.method]} on {e.layer}, "
-          f"evidence for {e.target}{note}; wrote {out}" + (f" and {args.npy}" if args.npy else ""))
-    return 0
 
 
 class _ProgressPrinter:

@@ -11,20 +11,26 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from .registry import MODELS, check_input_size, get_spec
+from .registry import PAPER_MODELS, check_input_size, get_spec
 from .runtime import DISTRIBUTE_MODES, PRECISIONS, XLA_MODES
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     preset: str = "paper"  # name of the preset these values came from
-    models: tuple[str, ...] = tuple(MODELS)  # registry keys to train, in registry order
+    models: tuple[str, ...] = PAPER_MODELS  # registry keys to train, in registry order (default: the paper's seven)
     weights: str = "imagenet"  # imagenet | none | folder of notop .h5 files
     input_size: int | None = None  # side in pixels for every model; None = each model's native size
     epochs: int = 15  # upper bound; early stopping usually ends sooner
     batch_size: int = 40  # head training batch (the paper's 40)
     learning_rate: float = 0.001  # Adamax
-    patience: int = 5  # early stopping on validation loss, best weights restored
+    patience: int = 5  # early stopping: epochs without a lower monitored loss before training stops
+    # what chooses the stopping epoch (and fine-tuning's keep-or-revert): "val" = the validation loss,
+    # last epoch's weights kept (the paper, Keras's restore_best_weights=False: the validation figures
+    # are then optimistic, that split chose the epoch); "inner" = the loss on an inner subject-disjoint,
+    # class-stratified slice of the training subjects (splits.inner_slice), best epoch restored: validation
+    # chooses nothing; "val_best" = the validation loss with the best epoch restored (before issue 14)
+    stopping: str = "val"
     dropout: float = 0.5  # before the Dense layer
     flip: bool = True  # random horizontal flips of training images (original or mirror each epoch)
     standardize: bool = False  # train the head on standardised features, folded back into Dense at the end
@@ -76,6 +82,8 @@ class StudyConfig:
         if self.orientations not in ORIENTATIONS:
             allowed = ", ".join(map(str, ORIENTATIONS))
             raise ValueError(f"orientations must be one of {allowed}; got {self.orientations!r}")
+        if self.stopping not in STOPPING:
+            raise ValueError(f"--stopping must be one of {', '.join(STOPPING)}; got {self.stopping!r}")
         if self.threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {', '.join(THRESHOLDS)}; got {self.threshold!r}")
         if not 0 <= self.color_jitter < 1:
@@ -89,6 +97,11 @@ class StudyConfig:
         for name, allowed in (("precision", PRECISIONS), ("xla", XLA_MODES), ("distribute", DISTRIBUTE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.distribute == "multiworker" and self.finetune:
+            # Keras 3.15's Model.fit fails under MultiWorkerMirroredStrategy before its first step (it reduces a
+            # PerReplica batch: "Attempt to convert a value (PerReplica...) with an unsupported type to a Tensor").
+            raise ValueError("--distribute multiworker cannot fine-tune (Keras's fit fails under "
+                             "MultiWorkerMirroredStrategy); use a preset without fine-tuning, or --distribute mirrored")
         return self
 
     def to_dict(self) -> dict:
@@ -104,24 +117,28 @@ PRESETS: dict[str, dict] = {
     # the CPU demo) give features around 1e-5 for some models, which the paper's head cannot learn
     # from in 15 epochs at 1e-3; standardising fixes the scale. The saved classifier has the paper's
     # exact architecture: the scaling is folded into the Dense layer.
-    "paper_std": {"standardize": True},
+    "paper_std": {"standardize": True, "stopping": "inner"},
     # What the strongest C-NMC work does: every orientation (eight views), class weights, test-time
     # augmentation, the threshold chosen on the training split, then the top block of the base
     # fine-tuned at a lower learning rate with colour jitter. Each part is a field of its own.
     "finetune": {
         "standardize": True, "orientations": 8, "color_jitter": 0.1, "class_weight": True, "tta": True,
-        "threshold": "train", "finetune": True,
+        "threshold": "train", "finetune": True, "stopping": "inner",
     },
 }
 
 ORIENTATIONS = (1, 2, 8)
 THRESHOLDS = ("fixed", "train")
+STOPPING = ("val", "inner", "val_best")
 # Fields added after the first studies: hashed only when they differ from these defaults, so that
 # the results of `paper` and `paper_std` studies stay valid. The fine-tuning-only ones are not
 # hashed at all without fine-tuning (they change nothing then).
 _LATER_FIELDS = {
     "orientations": 2, "color_jitter": 0.0, "class_weight": False, "tta": False, "threshold": "fixed",
     "finetune": False, "finetune_epochs": 5, "finetune_learning_rate": 1e-4, "precision": "float32",
+    # every study before issue 14 stopped on validation with the best epoch restored: their saved results
+    # stay valid for that rule only, and a study made since (val or inner) retrains
+    "stopping": "val_best",
 }
 _FINETUNE_ONLY = ("color_jitter", "finetune_epochs", "finetune_learning_rate")
 

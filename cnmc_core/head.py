@@ -25,9 +25,29 @@ class HeadResult:
     kernel: np.ndarray  # (features, 2) Dense kernel for raw (unstandardised) features
     bias: np.ndarray  # (2,)
     history: pd.DataFrame  # epoch, loss, accuracy, val_loss, val_accuracy
-    best_epoch: int  # 1-based epoch whose weights were kept (lowest val_loss)
+    best_epoch: int  # 1-based epoch whose weights were kept (training.train_head says which rule chose it)
     mean: np.ndarray | None = None  # (features,) the head trained on (x - mean) / std; None = raw features
     std: np.ndarray | None = None  # (features,)
+
+
+def history_frame(history: dict, restored: str | None) -> tuple[pd.DataFrame, int]:
+    """Keras's History.history -> (one row per epoch: epoch, loss, accuracy, val_loss, val_accuracy[, inner_loss,
+    inner_accuracy]; the 1-based epoch whose weights were kept: the lowest of column `restored`, or the last when
+    None, the paper's rule: Keras's default restore_best_weights=False)."""
+    columns = ["loss", "accuracy", "val_loss", "val_accuracy"] + ["inner_loss", "inner_accuracy"] * ("inner_loss"
+                                                                                                    in history)
+    frame = pd.DataFrame({"epoch": np.arange(1, len(history["loss"]) + 1), **{c: history[c] for c in columns}})
+    return frame, len(frame) if restored is None else int(frame[restored].idxmin()) + 1
+
+
+def inner_mask(inner: np.ndarray | None, n: int) -> np.ndarray | None:
+    """`inner` (bool per training cell, `splits.inner_slice`) when it holds cells on both sides, else None."""
+    if inner is None:
+        return None
+    inner = np.asarray(inner, bool)
+    if inner.shape != (n,):
+        raise ValueError(f"inner must be one bool per training cell: {inner.shape} for {n} cells")
+    return inner if 0 < inner.sum() < n else None
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ class WeightsError(ValueError):
     """ImageNet weights cannot be had; the message says which file and where to put it."""
 
 
-def md5_of(path: str | Path) -> str:
-    h = hashlib.md5()
+def md5_of(path: str | Path, algorithm: str = "md5") -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -44,15 +44,16 @@ def resolve_weights(spec: ModelSpec, weights: str) -> str | None:
     if not folder.is_dir():
         raise WeightsError(f"--weights {weights!r} is neither imagenet, none nor an existing folder of weight files")
     path = folder / spec.weights_file
+    algorithm = "sha256" if len(spec.weights_md5) == 64 else "md5"  # as Keras's file_utils tells them apart
     if not path.is_file():
         raise WeightsError(
-            f"{spec.name}: {spec.weights_file} (md5 {spec.weights_md5}) is not in {str(folder)!r}; "
+            f"{spec.name}: {spec.weights_file} ({algorithm} {spec.weights_md5}) is not in {str(folder)!r}; "
             f"download it from {spec.weights_url} and put it there"
         )
-    actual = md5_of(path)
+    actual = md5_of(path, algorithm)
     if actual != spec.weights_md5:
         raise WeightsError(
-            f"{spec.name}: {path} has md5 {actual}, expected {spec.weights_md5} "
+            f"{spec.name}: {path} has {algorithm} {actual}, expected {spec.weights_md5} "
             f"(a partial or wrong download?); download it again from {spec.weights_url}"
         )
     return str(path)

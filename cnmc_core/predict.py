@@ -8,6 +8,8 @@ number `predictions.csv` holds for validation images; each model votes at its ow
 Each result also carries the out-of-distribution check (`ood`, see ood.py: a warning with one reason
 per problem, when the frame is unlike the study's training frames) and, when asked for, each model's
 heatmap (explain.py). How those are computed lives in those modules; this one runs the models.
+Its headline `label` follows answer.py's rule: "inconclusive" (with `reasons`) when the image is unlike the
+training cells, the models split or the ensemble is near its threshold; else the ensemble's `call`, ALL or HEM.
 
 `classify_prepared` first makes C-NMC-style frames of the white cells of a smear crop (prepare.py) and
 classifies each; an upload that already is a C-NMC frame passes through with the same numbers as `classify`.
@@ -15,6 +17,7 @@ classifies each; an upload that already is a C-NMC frame passes through with the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,10 +26,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .answer import apply_rule
 from .explain import Explainer, to_image_size
 from .features import orient
 from .images import ImageError, open_image, preprocess, resize_frame
 from .models import HEAD_POOL, load_classifier, p_all
+from .neighbours import NEIGHBOURS, FeatureIndex, Neighbour, load_index
 from .ood import ood_check
 from .prepare import PreparedCell, PrepareOptions
 from .prepare import prepare as prepare_upload  # `prepare` is classify_prepared's parameter
@@ -45,6 +50,7 @@ class Classification:
     image: Image.Image | None = None  # decoded RGB frame (None on error)
     heatmaps: dict = field(default_factory=dict)  # key -> explain.Explanation, when asked for
     cell: PreparedCell | None = None  # the white cell this result is about (prepared or passed through), if any
+    features: dict = field(default_factory=dict)  # key -> pooled features (view 0) of the frame the models saw
 
     def for_display(self, max_side: int = 480) -> Classification:
         """A copy with the image and heatmaps at most `max_side` pixels a side (what a page keeps)."""
@@ -52,7 +58,7 @@ class Classification:
             return self
         image = shrink(self.image, None, max_side)[0]
         heatmaps = {k: replace(e, heatmap=to_image_size(e.heatmap, image.size)) for k, e in self.heatmaps.items()}
-        return Classification(self.result, image, heatmaps, self.cell)
+        return Classification(self.result, image, heatmaps, self.cell, self.features)
 
 
 PREPARE_MODES = ("auto", "off")  # auto: find the white cells and make C-NMC-style frames; off: the upload as it is
@@ -72,6 +78,9 @@ class Predictor:
     image_reference: dict | None = None  # ood.image_reference of the training frames
     colour_reference: dict | None = None  # prepare.colour_reference of the training frames; None: no stain norm.
     feature_references: dict = field(default_factory=dict)  # key -> {mean, scale, limit}
+    config_hashes: dict = field(default_factory=dict)  # key -> the model's config hash (its metrics.json)
+    synthetic: bool = False  # the study was trained on synthetic (generated) data
+    _indexes: dict = field(default_factory=dict)  # key -> neighbours.FeatureIndex, or why there is none
     _forward: dict = field(default_factory=dict)  # key -> model giving (pooled features, scores)
     _explainers: dict = field(default_factory=dict)
 
@@ -82,7 +91,8 @@ class Predictor:
         info = store.require().read_study()
         wanted = keys or [k for k in info.get("models", []) if k in MODELS]
         config = info.get("config", {})
-        p = cls(store, views=int(config.get("orientations", 2)) if config.get("tta") else 1)
+        p = cls(store, views=int(config.get("orientations", 2)) if config.get("tta") else 1,
+                synthetic=bool((info.get("data") or {}).get("synthetic")))
         for key in wanted:
             get_spec(key)
             if not store.model_complete(key):
@@ -101,6 +111,7 @@ class Predictor:
             p._forward[key] = forward
             p.sizes[key] = int(model.input_shape[1])
             p.thresholds[key] = float(metrics.get("threshold", 0.5))
+            p.config_hashes[key] = str(metrics.get("config_hash", ""))
             ref = store.read_feature_reference(key)
             if ref is not None and str(ref.get("config_hash", "")) == str(metrics.get("config_hash", "")):
                 p.feature_references[key] = ref
@@ -155,13 +166,14 @@ class Predictor:
         probs, feats = self.forward_image(img)
         result = summarise(label, probs, self.broken, self.thresholds, self.ensemble_threshold)
         result["ood"] = self.ood_check(img, feats)
+        apply_rule(result, self.thresholds, self.ensemble_threshold)
         heatmaps = {}
         if cam:
             for key in self.models:
                 heatmaps[key] = self.explainer(key).explain(
                     img, cam, target, p_all=probs[key], threshold=self.thresholds[key]
                 )
-        return Classification(result, img, heatmaps)
+        return Classification(result, img, heatmaps, features=feats)
 
     def classify_prepared(
         self, source: str | Path | bytes, name: str | None = None, prepare: str = "auto",
@@ -219,6 +231,23 @@ class Predictor:
         ]
         return pd.DataFrame(rows, columns=["Model", "P(ALL)", "Call"])
 
+    def provenance(self) -> dict:
+        """What a saved result must carry to be traced: the study, the models' config hash (the first 16 hex of the
+        sha1 of the sorted "key=config hash" lines of the loaded models) and whether the data was synthetic."""
+        lines = "\n".join(f"{k}={h}" for k, h in sorted(self.config_hashes.items()))
+        return {"study": self.store.name, "config_hash": hashlib.sha1(lines.encode()).hexdigest()[:16],
+                "synthetic_data": self.synthetic, "research_use_only": True}
+
+    def reference_cells(self, key: str, features: np.ndarray, k: int = NEIGHBOURS) -> dict[str, list[Neighbour]] | str:
+        """The `k` training cells of each class nearest to `features` in model `key`'s feature space
+        (neighbours.py), or one line saying why the study has none here. The index is read once per model."""
+        if key not in self.models:
+            return f"{key} is not a loaded model of this study"
+        if key not in self._indexes:
+            self._indexes[key] = load_index(self.store, key, self.models[key])
+        index = self._indexes[key]
+        return index.nearest(features, k) if isinstance(index, FeatureIndex) else index
+
     def ood_check(self, img: Image.Image, feats: dict[str, np.ndarray]) -> dict:
         """{"warning": bool, "reasons": [...], "far_models": [...]}: ood.ood_check with this study's references."""
         return ood_check(img, feats, self.image_reference, self.feature_references)
@@ -238,17 +267,22 @@ def _decode(source: str | Path | bytes, label: str) -> Image.Image | Classificat
         return Classification({"file": label, "error": f"cannot read the file ({e.strerror or e})"})
 
 
-def results_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per file (the CSV a page offers): file, label, ensemble, agreement, uncertainty,
-    out-of-distribution warning and reasons, each model's P(ALL), and the error of a file that failed."""
+def results_frame(results: list[dict], provenance: dict | None = None) -> pd.DataFrame:
+    """One row per result (the CSV a page offers): file, cell, label (ALL, HEM or inconclusive) and why, the
+    ensemble's call, P(ALL) and agreement, uncertainty, out-of-distribution warning and reasons, each model's
+    P(ALL), and the error of a file that failed. `provenance` (Predictor.provenance() plus "time"): columns put
+    first on every row, so a saved table says where it came from."""
     rows = []
     for r in results:
-        row = {"file": r["file"], "cell": r.get("cell"), "prepared": r.get("prepared"),
-               "label": r.get("label", ""), "ensemble P(ALL)": r.get("ensemble"),
-               "agreement": r.get("agreement", ""), "uncertainty": r.get("uncertainty", "")}
+        row = dict(provenance or {})
         ood = r.get("ood") or {}
-        row["unreliable (out of distribution)"] = bool(ood.get("warning")) if "ood" in r else None
-        row["why unreliable"] = "; ".join(ood.get("reasons", []))
+        row.update({"file": r["file"], "cell": r.get("cell"), "prepared": r.get("prepared"),
+                    "label": r.get("label", ""),
+                    "unreliable (out of distribution)": bool(ood.get("warning")) if "ood" in r else None,
+                    "why inconclusive": "; ".join(r.get("reasons", [])),
+                    "ensemble call": r.get("call", ""), "ensemble P(ALL)": r.get("ensemble"),
+                    "agreement": r.get("agreement", ""), "uncertainty": r.get("uncertainty", ""),
+                    "why unreliable": "; ".join(ood.get("reasons", []))})
         row.update({f"P(ALL) {get_spec(k).name}": p for k, p in r.get("predictions", {}).items()})
         row["error"] = r.get("error", "")
         rows.append(row)

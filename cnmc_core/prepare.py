@@ -8,15 +8,17 @@ What `prepare` does with an upload (an RGB PIL image), in order:
 4. The scale: the user's stated micrometres per pixel; else the crop's red cells (median diameter 7.5 um); else
    none, and the crop is not rescaled (a note says so). The WHOLE crop is then rescaled to C-NMC's scale
    (`smears.CNMC_UM_PER_PX`): a cell is never resized on its own, because its size is evidence (blasts are larger).
-5. Per cell, at most `max_cells`: everything outside its mask is black, and it is centred in a square frame of
-   `frame_size` pixels (`frame_before_norm`).
-6. The stain is normalised to the study's colour reference (Reinhard et al. 2001, in CIE Lab, inside the mask
-   only): `frame`. One transform per upload, so the differences between its cells are kept.
+5. Per cell, at most `max_cells`: it is centred in a square frame of `frame_size` pixels, on black: the glass's
+   light is taken out of its soft edge too (cutout.py: its coverage from the stain's density), and everything
+   beyond is black (`frame_before_norm`).
+6. The stain is normalised to the study's colour reference (Reinhard et al. 2001, in CIE Lab, on the cell's
+   non-black pixels only): `frame`. One transform per upload, so the differences between its cells are kept.
 Research use only, like everything here.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +26,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage import color, measure
 
+from .cutout import coverage, on_black, resample
 from .segment import CELL_UM, DARK_LEVEL, NUCLEUS_UM, Scale, Segmentation, find_white_cells
 from .smears import CNMC_UM_PER_PX, RED_CELL_DIAMETER_UM
 from .synthetic import SIDE
@@ -84,6 +87,7 @@ class PreparedCell:
     diameter_um: float | None = None  # equivalent diameter, when the scale is known
     notes: list[str] = field(default_factory=list)
     prepared: bool = True  # False: the upload was already a C-NMC frame and is passed through as it is
+    coverage: np.ndarray | None = None  # float32 (frame_size, frame_size), 0-1: the cell's share of each pixel
 
     def outline(self) -> np.ndarray:
         """The cell's outline as (n, 2) float (x, y) points in the upload's pixels, for drawing on it."""
@@ -217,10 +221,14 @@ def _make_frame(pixels, seg, region, index, zoom, bound, scale, frame_size) -> P
     cx, cy = (region.centroid[0] + 0.5) / ws, (region.centroid[1] + 0.5) / ws  # bounded px (pixel edges at 0)
     half = frame_size / zoom / 2
     box = (cx - half, cy - half, cx + half, cy + half)  # in bounded px
-    rgb = _resample(Image.fromarray(pixels), box, frame_size)
+    rgb = np.asarray(resample(Image.fromarray(pixels), box, frame_size))
     cell_work = (seg.labels == region.label).astype(np.float32)
-    mask = np.asarray(_resample(Image.fromarray(cell_work, "F"), tuple(v * ws for v in box), frame_size)) >= 0.5
-    before = np.asarray(rgb) * mask[..., None]
+    work_box = tuple(v * ws for v in box)
+    mask = np.asarray(resample(Image.fromarray(cell_work, "F"), work_box, frame_size)) >= 0.5
+    others = ((seg.labels > 0) & (seg.labels != region.label)).astype(np.float32)
+    others = np.asarray(resample(Image.fromarray(others, "F"), work_box, frame_size)) > 0.1
+    alpha = coverage(rgb, mask, others, seg.glass)
+    before = on_black(rgb, alpha, seg.glass)
 
     notes = []
     if region.touches_edge:
@@ -238,23 +246,12 @@ def _make_frame(pixels, seg, region, index, zoom, bound, scale, frame_size) -> P
     ux1, uy1 = min(int(np.ceil(w / bound)), int(np.ceil((x1 + 1) / ws / bound))), min(
         int(np.ceil(h / bound)), int(np.ceil((y1 + 1) / ws / bound)))
     upload_box = (ux0 * ws * bound, uy0 * ws * bound, ux1 * ws * bound, uy1 * ws * bound)  # in work px
-    upload_mask = _resample(Image.fromarray(cell_work, "F"), upload_box, (ux1 - ux0, uy1 - uy0))
+    upload_mask = resample(Image.fromarray(cell_work, "F"), upload_box, (ux1 - ux0, uy1 - uy0))
     diameter = region.diameter_px / ws * seg.scale.um_per_px if seg.scale.um_per_px else None
     return PreparedCell(
         index, (ux0, uy0, ux1, uy1), np.asarray(upload_mask) >= 0.5, (cx / bound, cy / bound), zoom * bound,
-        Image.fromarray(before.astype(np.uint8), "RGB"), None, scale, diameter, notes,
+        Image.fromarray(before, "RGB"), None, scale, diameter, notes, coverage=alpha,
     )
-
-
-def _resample(img: Image.Image, box: tuple, size) -> Image.Image:
-    """The part of `img` inside `box` (x0, y0, x1, y1; floats, may reach outside: black there) resized to `size`
-    (an int for a square, or (width, height)), bilinear, antialiased when shrinking."""
-    size = (size, size) if isinstance(size, int) else size
-    x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
-    x1, y1 = int(np.ceil(box[2])) + 1, int(np.ceil(box[3])) + 1
-    region = img.crop((x0, y0, x1, y1))  # PIL fills what lies outside the image with zeros
-    inner = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
-    return region.resize(size, Image.BILINEAR, box=inner, reducing_gap=None)
 
 
 # --- stain normalisation (Reinhard, Adhikhmin, Gooch & Shirley 2001, "Color transfer between images") ------------
@@ -295,34 +292,42 @@ def normalise_stain(cells: list[PreparedCell], reference: dict) -> None:
     """Set each cell's `frame`: its `frame_before_norm` with the upload's stain moved to `reference` (in place).
 
     The upload's statistics are the average of its cells' (as for the reference: Lab mean and standard deviation
-    of each cell's interior), and one transform applies to all its cells and to every pixel inside their masks.
-    Black (outside the mask) stays black.
+    of each cell's interior), and one transform applies to all its cells. Black stays black.
     """
     stats = [s for s in (_lab_stats(np.asarray(c.frame_before_norm)) for c in cells) if s is not None]
-    if not stats:
-        for cell in cells:
-            cell.frame = cell.frame_before_norm.copy()
-        return
-    source = np.concatenate([np.mean([m for m, _ in stats], axis=0), np.mean([s for _, s in stats], axis=0)])
-    z = _stain_z(source, reference)  # (6,): how far, in training frames' spreads
+    z = np.zeros(6)  # how far the upload's stain is, in training frames' spreads (no cell interior: nowhere)
+    if stats:
+        z = _stain_z(np.concatenate([np.mean([m for m, _ in stats], 0), np.mean([s for _, s in stats], 0)]), reference)
     if np.linalg.norm(z) <= NORMALISE_TOLERANCE:
         for cell in cells:  # already in the training frames' stain family: left exactly as it is
             cell.frame = cell.frame_before_norm.copy()
         return
     centre, spread = _reference_vectors(reference)
     target = centre + z * (NORMALISE_TOLERANCE / np.linalg.norm(z)) * spread  # the family's nearest edge
-    source_mean, source_std = source[:3], np.maximum(source[3:], 1e-3)
-    target_mean, target_std = target[:3], target[3:]
-    for cell in cells:
-        pixels = np.asarray(cell.frame_before_norm)
-        inside = _brightest(pixels) > 0
-        out = np.zeros_like(pixels)
-        if inside.any():
-            lab = color.rgb2lab(pixels[inside][:, None, :])[:, 0, :]  # (n, 3)
-            moved = (lab - source_mean) / source_std * target_std + target_mean
+    frames = [np.asarray(c.frame_before_norm) for c in cells]
+    for step in range(2):  # a second pass takes up what clipping to the sRGB gamut (and to non-black) left over
+        stats = stats if step == 0 else [s for s in (_lab_stats(f) for f in frames) if s is not None]
+        source = np.concatenate([np.mean([m for m, _ in stats], axis=0), np.mean([s for _, s in stats], axis=0)])
+        frames = [_move_stain(f, c.coverage, source, target) for f, c in zip(frames, cells)]
+    for cell, frame in zip(cells, frames):
+        cell.frame = Image.fromarray(frame, "RGB")
+
+
+def _move_stain(pixels: np.ndarray, coverage: np.ndarray | None, source: np.ndarray, target: np.ndarray):
+    """The frame's non-black pixels, soft edge included (premultiplied, as the statistics are taken), moved from the
+    `source` Lab mean and std (6,) to the `target`'s; black stays black."""
+    inside = _brightest(pixels) > 0
+    halo = coverage < 0.5 if coverage is not None else np.zeros(inside.shape, bool)
+    out = np.zeros_like(pixels)
+    if inside.any():
+        lab = color.rgb2lab(pixels[inside][:, None, :])[:, 0, :]  # (n, 3)
+        moved = (lab - source[:3]) / np.maximum(source[3:], 1e-3) * target[3:] + target[:3]
+        with warnings.catch_warnings():  # colours moved out of the sRGB gamut are clipped to it: as wanted
+            warnings.filterwarnings("ignore", "Conversion from CIE-LAB", UserWarning)
             rgb = color.lab2rgb(moved[:, None, :])[:, 0, :]  # float 0-1
-            out[inside] = np.clip(np.round(rgb * 255), BLACK_LEVEL + 1, 255).astype(np.uint8)  # the cell stays a cell
-        cell.frame = Image.fromarray(out, "RGB")
+        floor = np.where(halo[inside], 1, BLACK_LEVEL + 1)[:, None]  # the cell stays a cell, its faint edge faint
+        out[inside] = np.clip(np.round(rgb * 255), floor, 255).astype(np.uint8)
+    return out
 
 
 def _reference_vectors(reference: dict) -> tuple[np.ndarray, np.ndarray]:

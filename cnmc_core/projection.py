@@ -11,16 +11,20 @@
 Patient clustering is why every split here is by subject: when cells of one patient sit together, a random
 image-level split puts a test cell's neighbours in the training set and flatters the model.
 
-The study computes a projection once per model and the store keeps it as arrays (`to_arrays`, one .npz) plus
-the JSON-able `Projection.scores`; a page only reads them back (`from_arrays`).
+The study computes a projection once per model at its end (`build_projections`, a study-end hook) and keeps it
+beside the model: the arrays (`to_arrays`, models/<key>/projection.npz) and a JSON of the scores with what the
+maps were made from (the model's config hash, the cells, the feature-cache key); a page only reads them back
+(`read_projection`). Maps whose model was retrained or whose cells changed are stale: not read, computed again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -30,6 +34,12 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+
+from .disk import read_json, read_npz, write_json, write_npz
+from .features import FeatureCache, extract
+from .models import base_fingerprint, feature_model, load_classifier
+from .registry import MODELS, get_spec
+from .store import PROJECTION_FILES, StudyStore
 
 log = logging.getLogger(__name__)
 
@@ -247,3 +257,98 @@ def _validated(features, labels, subjects, calls, seed, max_tsne):
     if len(np.unique(out[0])) < 2:
         warnings.warn("every cell has the same class: class separability is undefined (None)", stacklevel=3)
     return features.astype(np.float32), out[0], subjects, out[1]
+
+
+# ---- the study's maps: computed once at its end, kept beside each model, read by the pages --------------------
+
+def cells_digest(paths) -> str:
+    """sha1 of the cells' paths in order: the saved maps are current only for exactly these rows."""
+    return hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()
+
+
+def read_projection(store: StudyStore, key: str, config_hash: str | None, paths) -> Projection | None:
+    """Model `key`'s saved maps when they were made from this model (`config_hash`) and these cells (`paths`, the
+    rows of its predictions.csv, in order); None when there are none, or they are stale or unreadable."""
+    arrays_file, info_file = (store.model_file(key, name) for name in PROJECTION_FILES)
+    try:
+        info = read_json(info_file)
+        current = (isinstance(info, dict) and info.get("version") == SCORES_VERSION
+                   and info.get("config_hash") == config_hash and info.get("cells") == cells_digest(paths))
+        return from_arrays(read_npz(arrays_file), info.get("scores")) if current else None
+    except (OSError, ValueError):  # (a symlink out of the study is a StoreError, a ValueError: refused, as none)
+        return None
+
+
+def build_projections(store: StudyStore, load: Callable[[str], object] | None = None, data_root: Path | None = None,
+                      keys: list[str] | None = None, max_tsne: int = MAX_TSNE) -> dict[str, str]:
+    """The study-end hook: compute and save the maps of each complete model whose saved maps are missing or stale.
+
+    Features come from the study's feature cache; cells missing from it are computed from the images under
+    `data_root` (none are read when it is None). `load(key)` gives a model's classifier (default: from disk).
+    Returns {key: ""} for each model mapped now, {key: why not} for each that could not be; current maps are kept.
+    """
+    info = store.read_study()
+    keys = keys or [k for k in info.get("models", []) if k in MODELS and store.model_complete(k)]
+    split = store.read_split()
+    sha1_of = dict(zip(split["path"].astype(str), split["sha1"].astype(str))) if "sha1" in split else {}
+    seed = info.get("seed") if isinstance(info.get("seed"), int) else 0
+    done = {}
+    for key in keys:
+        metrics, predictions = store.read_metrics(key), store.read_predictions(key)
+        paths = predictions["path"].astype(str).tolist()
+        if read_projection(store, key, metrics.get("config_hash"), paths) is not None:
+            continue
+        try:
+            features, cache_key = _validation_features(store, key, metrics, paths, sha1_of, load, data_root)
+            calls = (predictions["prob_all"].to_numpy() >= float(metrics.get("threshold", 0.5))).astype(int)
+            projection = project(features, predictions["label"].astype(int).to_numpy(),
+                                 predictions["subject"].astype(str).to_numpy(), calls, seed=seed, max_tsne=max_tsne)
+        except ValueError as e:
+            done[key] = str(e).splitlines()[0]
+            log.warning("%s: no feature-space maps (%s)", key, done[key])
+            continue
+        save_projection(store, key, projection, metrics.get("config_hash"), paths, cache_key)
+        done[key] = ""
+    return done
+
+
+def save_projection(store: StudyStore, key: str, projection: Projection, config_hash: str | None, paths,
+                    features_key: str) -> None:
+    """Model `key`'s maps of the cells `paths`: the arrays first, then the JSON of the scores and of what they were
+    made from (its presence marks the maps complete, so a crash between the two leaves no maps, never half)."""
+    arrays_file, info_file = (store.model_file(key, name) for name in PROJECTION_FILES)
+    info_file.unlink(missing_ok=True)
+    write_npz(arrays_file, **to_arrays(projection))
+    write_json(info_file, {"version": SCORES_VERSION, "config_hash": config_hash, "cells": cells_digest(paths),
+                           "features": features_key, "scores": projection.scores})
+
+
+def _validation_features(store: StudyStore, key: str, metrics: dict, paths: list[str], sha1_of: dict,
+                         load, data_root: Path | None) -> tuple[np.ndarray, str]:
+    """(pooled features (n, d) of view 0 of each cell, the feature-cache folder they come from).
+
+    From the cache the study filled (under its precision), else the float32 cache, computing what it lacks.
+    """
+    spec = get_spec(key)
+    sha1s = [sha1_of.get(p) for p in paths]
+    if None in sha1s:
+        raise ValueError(f"split.csv gives no checksum for {sha1s.count(None)} of {len(paths)} validation cells; "
+                         "rerun the study's command")
+    classifier = load(key) if load else load_classifier(store.model_file(key, "model.keras"))
+    size, fingerprint = int(metrics.get("input_size") or spec.input_size), base_fingerprint(classifier)
+    policy = (metrics.get("compute") or {}).get("dtype_policy", "float32")
+    for name in dict.fromkeys((policy if isinstance(policy, str) else "float32", "float32")):
+        cache = FeatureCache(store.feature_cache_root, key, fingerprint, size, name)
+        cached = [cache.get(s, 1) for s in sha1s]  # (1, d) each: view 0, the cell as it is
+        if all(c is not None for c in cached):
+            return np.concatenate(cached), cache.dir.name
+    missing = sum(c is None for c in cached)
+    if data_root is None:
+        raise ValueError(f"the features of {missing} of {len(paths)} validation cells are not cached here, and "
+                         "their images are not available to compute them")
+    folder = Path(data_root).resolve()
+    files = [(folder / p).resolve() for p in paths]
+    if not all(f.is_relative_to(folder) for f in files):  # a shared study's paths must stay in the data folder
+        raise ValueError(f"predictions.csv of {key} names files outside the data folder; refusing to read them")
+    features = extract(feature_model(classifier), spec.preprocess, size, files, sha1s, 1, cache)
+    return features[:, 0], cache.dir.name

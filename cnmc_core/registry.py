@@ -1,8 +1,11 @@
-"""The seven models of the paper: one row each, the single source of truth.
+"""The models: the paper's seven, then newer architectures (opt-in); one row each, the single source of truth.
+
+`--models all` (and the demo) is the paper's seven (`PAPER_MODELS`); `modern` names the newer rows
+(`MODERN_MODELS`), and `paper+modern` both.
 
 Every fact the rest of the code needs about a model lives in its `ModelSpec`: the Keras class,
 the input sizes, which `preprocess_input` it wants, the Grad-CAM layer, and the ImageNet notop
-weight file (name, md5, address). Nothing else hard-codes 224 or a layer name.
+weight file (name, checksum, address). Nothing else hard-codes 224 or a layer name.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ class ModelSpec:
     keras_class: str  # attribute of keras.applications
     input_size: int  # native (ImageNet) input side in pixels
     min_input_size: int  # smallest side the architecture accepts
-    preprocess: str  # "caffe" (BGR, ImageNet mean), "tf" ([-1, 1]) or "none" (0-255, scaled inside)
+    preprocess: str  # "caffe" (BGR, ImageNet mean), "tf" ([-1, 1]) or "none" (0-255, scaled inside the model)
     gradcam_layer: str  # last convolutional block's output, for Grad-CAM
     params: int  # parameters of the notop base (the head adds 2 * features + 2)
     features: int  # channels of the last block = length of the pooled feature vector
     weights_file: str  # ImageNet notop weight file, as Keras names it in ~/.keras/models
-    weights_md5: str  # its md5, as Keras checks it
+    weights_md5: str  # its checksum as Keras checks it: md5 (32 hex digits), or sha256 (64) where Keras uses that
     weights_url: str  # where Keras downloads it from
     # first layer of the top block: this layer and every later one (BatchNorm excepted) is fine-tuned
     finetune_from: str
@@ -88,10 +91,31 @@ _SPECS = (
         weights_url=_KA + "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
         finetune_from="conv5_block1_1_conv",
     ),
+    # ---- newer architectures: not in the paper, opt-in (`--models paper+modern` or their keys) ----
+    ModelSpec(  # 2022; Keras puts its ImageNet normalisation inside the model (its preprocess_input does nothing)
+        key="convnext_tiny", name="ConvNeXtTiny", keras_class="ConvNeXtTiny", input_size=224, min_input_size=32,
+        preprocess="none", gradcam_layer="convnext_tiny_stage_3_block_2_identity", params=27_820_128, features=768,
+        weights_file="convnext_tiny_notop.h5",
+        weights_md5="d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",  # sha256, as Keras checks it
+        weights_url=_KA + "convnext/convnext_tiny_notop.h5",
+        finetune_from="convnext_tiny_downsampling_block_2",
+    ),
+    ModelSpec(  # 2021, the successor of EfficientNetB0; rescaling inside the model, as for B0
+        key="efficientnet_v2_b0", name="EfficientNetV2B0", keras_class="EfficientNetV2B0", input_size=224,
+        min_input_size=32, preprocess="none", gradcam_layer="top_activation", params=5_919_312, features=1280,
+        weights_file="efficientnetv2-b0_notop.h5",
+        weights_md5="893217f2bb855e2983157299931e43ff",
+        weights_url=_KA + "efficientnet_v2/efficientnetv2-b0_notop.h5",
+        finetune_from="block6e_expand_conv",  # the last four of the top stage's eight blocks (stage 6: 75% of the base)
+    ),
 )
 
-# key -> spec, in the paper's order; each key is written once, in its row above.
+# key -> spec: the paper's seven in its order, then the newer rows; each key is written once, in its row above.
 MODELS: dict[str, ModelSpec] = {spec.key: spec for spec in _SPECS}
+PAPER_MODELS = ("vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101")
+MODERN_MODELS = tuple(k for k in MODELS if k not in PAPER_MODELS)
+# Names `--models` accepts besides keys: "all" stays the paper's seven (what the paper compared, and the demo).
+MODEL_GROUPS = {"all": PAPER_MODELS, "paper": PAPER_MODELS, "modern": MODERN_MODELS}
 
 # The paper's Table I (validation accuracy / precision / recall), shown beside ours as reference.
 PAPER_TABLE_I: dict[str, dict[str, float]] = {
@@ -103,6 +127,29 @@ PAPER_TABLE_I: dict[str, dict[str, float]] = {
     "resnet101": {"accuracy": 0.7636, "precision": 0.7585, "recall": 0.7636},
     "resnet50": {"accuracy": 0.7591, "precision": 0.7585, "recall": 0.7636},
 }
+# Beside Table I's rows (issue 14, points 7 and 11): why they do not invite a like-for-like reading. Every accuracy
+# is a whole number of images out of 440 (0.7636 x 440 = 336; VGG16's 0.7046 is 310/440 = 0.70455 rounded twice),
+# and only Xception's is possible out of the 1,867-image preliminary set (0.7636 x 1,867 = 1,425.6): the paper
+# scored about 440 images, likely 220 ALL / 220 HEM; we score all 1,867 cells of 28 patients. The "implied"
+# accuracies below: what a balanced 220/220 set gives with a row's precision and recall (docs/protocols.md,
+# "Where we differ from the paper").
+PAPER_TABLE_I_CAVEAT = (
+    "Table I's accuracies are all whole numbers of images out of 440 (0.7636 = 336/440), and only one of the seven "
+    "(Xception's) is possible out of the 1,867 images of the preliminary test set: the paper scored about 440 "
+    "images, likely 220 ALL and 220 HEM, while this study scores every validation cell. Its rows are a reference, "
+    "not a like-for-like comparison.")
+PAPER_TABLE_I_NOTES: dict[str, str] = {
+    "vgg16": "Precision 0.50 with recall 0.99: it called about 432 of 440 images ALL, which on a balanced set scores "
+             "0.51 accuracy, not the 0.70 reported: the row's three numbers fit no single confusion matrix.",
+    "vgg19": "Precision 0.55 with recall 0.92 gives 0.58 accuracy on a balanced 220/220 set, not the 0.72 reported.",
+    "inception_v3": "Consistent with one confusion matrix on a balanced 220/220 set (implied accuracy 0.73).",
+    "xception": "Consistent with one confusion matrix on a balanced 220/220 set (implied accuracy 0.74).",
+    "efficientnet_b0": "0.50 / 0.50 / 1.00 is a model that calls every image ALL on a balanced set: the collapse "
+                       "EfficientNet shows when fed 0-1 inputs (its scaling is inside the model; we feed 0-255).",
+    "resnet50": "Shares its precision and recall (0.7585 / 0.7636) with ResNet101 to four digits.",
+    "resnet101": "Recall equals accuracy (0.7636), and precision and recall equal ResNet50's: possibly a weighted "
+                 "average over both classes rather than ALL sensitivity.",
+}
 
 
 def get_spec(key: str) -> ModelSpec:
@@ -111,20 +158,20 @@ def get_spec(key: str) -> ModelSpec:
         return MODELS[key]
     except KeyError:
         raise ValueError(
-            f"unknown model {key!r}; choose from {', '.join(MODELS)} (or 'all')"
+            f"unknown model {key!r}; choose from {', '.join(MODELS)} (or all, modern, paper+modern)"
         ) from None
 
 
 def parse_model_list(text: str) -> list[str]:
-    """'all' (or None) or a comma-separated list of keys -> keys in registry order, validated."""
+    """Model keys in registry order, validated, from 'all' (or None: the paper's seven) or a comma-separated list
+    of keys and groups, where '+' also joins: 'paper+modern', 'modern', 'all,convnext_tiny', 'vgg16,resnet50'."""
     text = ("all" if text is None else text).strip().lower()
-    if text == "all":
-        return list(MODELS)
-    keys = [k.strip() for k in text.split(",") if k.strip()]
-    if not keys:
-        raise ValueError("--models is empty; give 'all' or keys such as vgg16,resnet50")
-    for key in keys:
-        get_spec(key)
+    parts = [p.strip() for item in text.split(",") for p in item.split("+") if p.strip()]
+    if not parts:
+        raise ValueError("--models is empty; give 'all', 'paper+modern' or keys such as vgg16,resnet50")
+    keys = set()
+    for part in parts:
+        keys.update(MODEL_GROUPS[part] if part in MODEL_GROUPS else (get_spec(part).key,))
     return [k for k in MODELS if k in keys]
 
 

@@ -11,22 +11,28 @@ xla "auto" (Keras's own choice: XLA on with one GPU, off on CPUs and under tf.di
 "off": whether the forward passes and fine-tuning steps are XLA-compiled (`jit_compile`).
 
 distribute "auto" (tf.distribute.MirroredStrategy over all GPUs when two or more are visible),
-"none" (the default device) or "mirrored" (MirroredStrategy always: over the GPUs, or over the
-CPU devices when there is no GPU; for testing). Under a strategy each replica takes the configured
-batch, so the global batch is batch x replicas. Models are built under `scope(strategy)`.
-Machines beyond one: docs/protocols.md ("Several machines") shows MultiWorkerMirroredStrategy.
+"none" (the default device), "mirrored" (MirroredStrategy always: over the GPUs, or over the
+CPU devices when there is no GPU; for testing) or "multiworker" (tf.distribute.MultiWorkerMirroredStrategy
+over the machines listed in $TF_CONFIG: every worker runs the same command with its own TF_CONFIG; see
+docs/protocols.md, "Several machines"). Under a strategy each replica takes the configured batch, so the
+global batch is batch x replicas. Models are built under `scope(strategy)`. The head trains on each worker
+alone (it is small, and every worker has all the features); fine-tuning cannot run under "multiworker"
+(config.StudyConfig.validate says why).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Iterator
 
 import numpy as np
 
 PRECISIONS = ("float32", "mixed")
 XLA_MODES = ("auto", "on", "off")
-DISTRIBUTE_MODES = ("auto", "none", "mirrored")
+DISTRIBUTE_MODES = ("auto", "none", "mirrored", "multiworker")
+MULTIWORKER_HELP = 'docs/protocols.md, "Several machines"'
 
 
 def mixed_policy() -> str:
@@ -90,18 +96,50 @@ def jit_compile(xla: str) -> bool | str:
 
 
 def make_strategy(distribute: str):
-    """A tf.distribute.MirroredStrategy, or None for the default device (see the module docstring)."""
+    """A tf.distribute strategy, or None for the default device (see the module docstring).
+
+    "multiworker" reads $TF_CONFIG (checked first: a bad one is a ValueError naming what is wrong) and waits
+    until every worker listed there has started; create it before TensorFlow runs anything else.
+    """
     if distribute not in DISTRIBUTE_MODES:
         raise ValueError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}; got {distribute!r}")
     if distribute == "none":
         return None
+    if distribute == "multiworker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
     import tensorflow as tf
+
+    if distribute == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
 
     gpus = tf.config.list_logical_devices("GPU")
     if distribute == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else None
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def check_tf_config(text: str | None) -> dict:
+    """$TF_CONFIG for "multiworker", parsed: {"cluster": {"worker": ["host:port", ...]}, "task": {"type":
+    "worker", "index": i}}. Raises ValueError with one line saying what is wrong and where the format is."""
+    where = f"(the format: {MULTIWORKER_HELP})"
+    if not text or not text.strip():
+        raise ValueError(f"--distribute multiworker needs TF_CONFIG: the cluster's workers and this one's index "
+                         f"{where}")
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"TF_CONFIG is not JSON ({e}) {where}") from None
+    workers = config.get("cluster", {}).get("worker") if isinstance(config, dict) else None
+    if not isinstance(workers, list) or not workers or not all(isinstance(w, str) and ":" in w for w in workers):
+        raise ValueError(f'TF_CONFIG needs "cluster": {{"worker": ["host:port", ...]}} {where}')
+    task = config.get("task")
+    index = task.get("index") if isinstance(task, dict) else None
+    if not isinstance(task, dict) or task.get("type") != "worker" or not isinstance(index, int) \
+            or not 0 <= index < len(workers):
+        raise ValueError(f'TF_CONFIG needs "task": {{"type": "worker", "index": i}} with i from 0 to '
+                         f"{len(workers) - 1} {where}")
+    return config
 
 
 def scope(strategy):

@@ -4,7 +4,7 @@
     <root>/<study>/split.csv                  every file found: path,subject,label,split,reason,...
     <root>/<study>/.lock                      while a writer runs: its pid and start time (`StudyLock`)
     <root>/<study>/models/<key>/metrics.json  written last: its presence marks the model complete
-    <root>/<study>/models/<key>/predictions.csv, history.csv, model.keras, subjects.csv
+    <root>/<study>/models/<key>/predictions.csv, history.csv, model.keras, subjects.csv, PROJECTION_FILES
     <root>/<study>/models/ensemble/metrics.json, predictions.csv, subjects.csv (mean of the models)
     <root>/<study>/comparison.csv             all model pairs: McNemar, AUC difference with CI
     <root>/<study>/gallery/index.json         the Grad-CAM gallery: sampled validation cells, per-model results
@@ -47,6 +47,7 @@ STUDY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")  # used with full
 MODEL_FILES = ("metrics.json", "predictions.csv", "history.csv", "model.keras")
 ENSEMBLE = "ensemble"  # models/ensemble/: mean P(ALL) of the study's models, no history or weights
 ENSEMBLE_FILES = ("metrics.json", "predictions.csv")
+PROJECTION_FILES = ("projection.npz", "projection.json")  # feature-space maps (projection.py), the JSON written last
 DATA_ROOTS_ENV = "CNMC_DATA_ROOTS"  # folders of images the local user trusts, os.pathsep-separated
 DEMO_BUILD_DIR = ".demo-build"  # under the artifacts root; not a study name (it starts with a dot)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from . import __version__, runtime
+from . import __version__, crossval, runtime
 from .analysis import analyse_study
 from .config import StudyConfig, model_config_hash
 from .dataset import scan as scan_dataset
@@ -33,8 +33,9 @@ from .models import base_fingerprint, build_classifier, feature_model, save_clas
 from .ood import build_reference, reference_frames
 from .prepare import colour_reference
 from .progress import ProgressEvent
+from .projection import build_projections
 from .registry import get_spec
-from .splits import assign
+from .splits import DUPLICATE, assign, inner_slice, stopping_record
 from .store import StudyLock, StudyStore, record_data_root
 from .synthetic import is_synthetic
 
@@ -84,6 +85,7 @@ def split_summary(split: pd.DataFrame) -> dict:
             "subjects": int(part.loc[part["subject"] != "", "subject"].nunique()),
         }
     out["excluded"] = int((split["split"] == "excluded").sum())
+    out["duplicates"] = int(split["reason"].astype(str).str.startswith(DUPLICATE).sum())  # (across splits)
     return out
 
 
@@ -202,13 +204,14 @@ def _run_models(config: StudyConfig, store: StudyStore, data_root: Path, split: 
     # last is still in memory (unless built under a tf.distribute strategy: loaded plainly instead).
     in_memory = {result.trained[-1]: last} if result.trained and strategy is None else None
     last = None
-    build_study_explanations(store, in_memory)
+    build_study_explanations(store, in_memory, data_root)
 
 
-def build_study_explanations(store: StudyStore, in_memory: dict | None = None) -> None:
-    """At the end of a study: the Grad-CAM gallery and the out-of-distribution reference.
+def build_study_explanations(store: StudyStore, in_memory: dict | None = None, data_root: Path | None = None) -> None:
+    """At the end of a study: the Grad-CAM gallery, the out-of-distribution reference, the stain reference and
+    the feature-space maps of each model (projection.py; features the cache lacks are computed from `data_root`).
 
-    Both are extras: a failure is logged in one line and never fails the study. `in_memory`:
+    All are extras: a failure is logged in one line and never fails the study. `in_memory`:
     classifiers still in memory, by key, exactly as saved (the study passes the one it trained
     last, saving a load from disk).
     """
@@ -222,8 +225,11 @@ def build_study_explanations(store: StudyStore, in_memory: dict | None = None) -
     def stain_reference(store: StudyStore, load=None) -> None:  # for the smear preparation of uploads
         write_json(store.colour_reference, colour_reference(reference_frames(store)[0]))
 
+    def maps(store: StudyStore, load=None) -> None:
+        build_projections(store, load, data_root)
+
     for what, build in (("Grad-CAM gallery", build_gallery), ("out-of-distribution reference", build_reference),
-                        ("stain reference", stain_reference)):
+                        ("stain reference", stain_reference), ("feature-space maps", maps)):
         try:
             build(store, load=load)
         except Exception as e:  # noqa: BLE001 - the study's results are complete without these
@@ -283,9 +289,11 @@ def _train_one(
     emit(ProgressEvent("head"))
     y_train = train["label"].astype(int).to_numpy()
     y_val = val["label"].astype(int).to_numpy()
-    head = training.train_head(train_feats, y_train, val_feats[:, 0], y_val, config)
+    inner = inner_slice(train["subject"], y_train, seed=config.seed) if config.stopping == "inner" else None
+    head = training.train_head(train_feats, y_train, val_feats[:, 0], y_val, config, inner)
     training.install_head(classifier, head)
     history, best_epoch = head.history, head.best_epoch
+    cv = crossval.run(store, key, train, train_feats, y_train, config, eval_views)  # None unless --split cv
     t3 = time.perf_counter()
 
     tuned_best = 0  # the fine-tuning epoch kept; 0 = the base is still the one the features came from
@@ -296,7 +304,7 @@ def _train_one(
             tuned, tuned_best = training.finetune(
                 runner, head, spec.finetune_from, spec.preprocess, size, paths(train), y_train, paths(val), y_val,
                 config, on_epoch=lambda e: emit(ProgressEvent("finetune", epoch=e, epochs=config.finetune_epochs)),
-                replicas=replicas,
+                replicas=replicas, inner=inner,
             )
         if runner is not classifier:  # the mixed twin's weights (float32 variables) into the float32 classifier
             classifier.set_weights(runner.get_weights())
@@ -317,7 +325,8 @@ def _train_one(
 
     prob = val_probs.mean(axis=1)  # P(ALL); with tta the mean over the orientations
     # The threshold comes from the training split's own predictions; validation labels never reach it.
-    threshold = choose_threshold(y_train, train_probs.mean(axis=1)) if fit_threshold else 0.5
+    oof = cv[0]["prob_all"].to_numpy() if cv and not tuned_best else None  # (cv is of the head, not fine-tuning)
+    threshold = choose_threshold(y_train, train_probs.mean(axis=1) if oof is None else oof) if fit_threshold else 0.5
     metrics = classification_metrics(y_val, prob, threshold)
     seconds = {"build": round(t1 - t0, 2), "features": round(t2 - t1, 2), "head": round(t3 - t2, 2)}
     if config.finetune:
@@ -327,8 +336,9 @@ def _train_one(
             "model": key,
             "name": spec.name,
             "input_size": size,
-            "threshold_source": config.threshold,
+            "threshold_source": config.threshold + (" (out-of-fold)" if fit_threshold and oof is not None else ""),
             "best_epoch": best_epoch,
+            "stopping": stopping_record(config.stopping, train["subject"], inner), **({"cv": cv[1]} if cv else {}),
             "epochs_run": int(len(history)),
             "n_train": int(len(train)),
             "n_val": int(len(val)),

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .config import StudyConfig
 from .features import orient
-from .head import HeadResult, class_weights, color_jitter, fold_standardisation, one_hot
+from .head import HeadResult, class_weights, color_jitter, fold_standardisation, history_frame, inner_mask, one_hot
 from .images import iter_batches, load_for_model, preprocess
 from .models import HEAD_DENSE, HEAD_POOL, p_all
 from .runtime import forward, jit_compile
@@ -46,35 +46,44 @@ def _compile(model, config: StudyConfig, learning_rate: float | None = None, los
     )
 
 
-def _callbacks(config: StudyConfig):
-    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)]
+def _monitor(config: StudyConfig, inner) -> str | None:
+    """The loss whose lowest epoch is restored: inner_loss with an inner slice, else val_loss (None: the paper's
+    rule, restore_best_weights=False, the last epoch kept)."""
+    return "inner_loss" if inner is not None else None if config.stopping == "val" else "val_loss"
 
 
-def _history_frame(history) -> tuple[pd.DataFrame, int]:
-    h = history.history
-    frame = pd.DataFrame(
-        {
-            "epoch": np.arange(1, len(h["loss"]) + 1),
-            "loss": h["loss"],
-            "accuracy": h["accuracy"],
-            "val_loss": h["val_loss"],
-            "val_accuracy": h["val_accuracy"],
-        }
-    )
-    best = int(frame["val_loss"].idxmin()) + 1
-    return frame, best
+def _callbacks(config: StudyConfig, model, inner=None):
+    """Early stopping with `patience`; with an `inner` slice ((x, one-hot) or a PyDataset), `model`'s loss and
+    accuracy on it join each epoch's logs first (inner_loss, inner_accuracy) and choose the epoch."""
+    if config.stopping == "inner" and inner is None:
+        log.warning("stopping=inner but no inner slice was given: the validation loss chooses, best epoch restored")
+    def add_inner(epoch, logs):
+        scores = model.evaluate(*(inner if isinstance(inner, tuple) else (inner,)), verbose=0, return_dict=True)
+        logs["inner_loss"], logs["inner_accuracy"] = float(scores["loss"]), float(scores["accuracy"])
+
+    stop = keras.callbacks.EarlyStopping(monitor="inner_loss" if inner is not None else "val_loss",
+                                         patience=config.patience, mode="min",
+                                         restore_best_weights=_monitor(config, inner) is not None)
+    return ([keras.callbacks.LambdaCallback(on_epoch_end=add_inner)] if inner is not None else []) + [stop]
 
 
 def train_head(
     train_feats: np.ndarray, train_labels: np.ndarray, val_feats: np.ndarray, val_labels: np.ndarray,
-    config: StudyConfig,
+    config: StudyConfig, inner: np.ndarray | None = None,
 ) -> HeadResult:
     """Fit Dropout -> Dense(2, sigmoid) on pooled features.
 
     train_feats: (n, views, features), views 0.. of `features.orient`; val_feats: (m, features).
     With `flip`, each epoch shows each image as one of its first `orientations` views at random.
+    `inner`: bool (n,), the training cells that choose the stopping epoch (`splits.inner_slice`) with
+    `config.stopping == "inner"`; they are left out of the fit, and the validation loss is then only
+    recorded, never used. Without it, the validation loss chooses (`config.stopping`).
     """
     keras.utils.set_random_seed(config.seed)
+    inner = inner_mask(inner, len(train_labels)) if config.stopping == "inner" else None
+    if inner is not None:
+        inner_feats, inner_labels = train_feats[inner, 0], train_labels[inner]
+        train_feats, train_labels = train_feats[~inner], train_labels[~inner]
     views = config.orientations if config.flip else 1
     if train_feats.shape[1] < views:
         raise ValueError(
@@ -90,6 +99,7 @@ def train_head(
         mean, std = np.zeros(dim, np.float32), np.ones(dim, np.float32)
     x_train = ((train_feats - mean) / std).astype(np.float32)
     x_val = ((val_feats - mean) / std).astype(np.float32)
+    monitored = None if inner is None else (((inner_feats - mean) / std).astype(np.float32), one_hot(inner_labels))
 
     inputs = keras.Input((dim,))
     x = keras.layers.Dropout(config.dropout)(inputs)
@@ -102,10 +112,10 @@ def train_head(
         data,
         validation_data=(x_val, one_hot(val_labels)),
         epochs=config.epochs,
-        callbacks=_callbacks(config),
+        callbacks=_callbacks(config, head, monitored),
         verbose=0,
     )
-    frame, best = _history_frame(history)
+    frame, best = history_frame(history.history, _monitor(config, monitored))
     kernel_raw, bias_raw = fold_standardisation(*head.get_layer(HEAD_DENSE).get_weights(), mean, std)
     return HeadResult(kernel_raw.astype(np.float32), bias_raw.astype(np.float32), frame, best,
                       mean.astype(np.float32), std.astype(np.float32))
@@ -165,10 +175,10 @@ def fit_on_images(
         validation_data=(x_val, one_hot(val_labels)),
         validation_batch_size=config.batch_size,
         epochs=config.epochs,
-        callbacks=_callbacks(config),
+        callbacks=_callbacks(config, classifier),
         verbose=0,
     )
-    return _history_frame(history)
+    return history_frame(history.history, _monitor(config, None))
 
 
 # ---- fine-tuning on images ----------------------------------------------------------------------
@@ -276,6 +286,7 @@ def finetune(
     train_paths: Sequence[str | Path], train_labels: np.ndarray, val_paths: Sequence[str | Path],
     val_labels: np.ndarray,
     config: StudyConfig, on_epoch: Callable[[int], None] | None = None, replicas: int = 1,
+    inner: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Train `first_layer` onwards (and the head) on images at `finetune_learning_rate`, then refreeze.
 
@@ -286,12 +297,19 @@ def finetune(
     with the same input scaling and dropout (see `_trainer`).
 
     Augmentation: one of the `orientations` views per image and epoch (with `flip`), colour
-    jitter, class weights, as configured. Early stopping on validation loss as in the head
-    stage, and the start (the head alone, epoch 0) competes too: when no fine-tuning epoch
-    lowers the validation loss, the classifier is left as it came. Returns the history (epochs
-    from 1) and the epoch whose weights were kept (0 = none).
+    jitter, class weights, as configured. Early stopping as in the head stage (`config.stopping`;
+    `inner`: bool per training image, the slice that chooses, left out of the fit), and the start
+    (the head alone, epoch 0) competes too: when the kept epoch does not lower the monitored loss,
+    the classifier is left as it came. Returns the history (epochs from 1) and the epoch whose
+    weights were kept (0 = none).
     """
     keras.utils.set_random_seed(config.seed)
+    inner = inner_mask(inner, len(train_labels)) if config.stopping == "inner" else None
+    train_paths, train_labels = list(train_paths), np.asarray(train_labels)
+    if inner is not None:
+        inner_paths = [p for p, held in zip(train_paths, inner) if held]
+        inner_labels = train_labels[inner]
+        train_paths, train_labels = [p for p, held in zip(train_paths, inner) if not held], train_labels[~inner]
     was_trainable = [layer.trainable for layer in classifier.layers]
     trainable = unfreeze_top(classifier, first_layer)
     log.info("fine-tuning %s from %s: %d trainable weights", classifier.name, first_layer, trainable)
@@ -304,20 +322,21 @@ def finetune(
     train = ImageEpochs(train_paths, train_labels, size, preprocess_mode, batch, config.seed,
                         augment=True, views=views, jitter=config.color_jitter, weights=weights)
     val = ImageEpochs(val_paths, val_labels, size, preprocess_mode, batch)
+    monitored = None if inner is None else ImageEpochs(inner_paths, inner_labels, size, preprocess_mode, batch)
     start_weights = model.get_weights()
-    callbacks = _callbacks(config)
+    callbacks = _callbacks(config, model, monitored)
     if on_epoch:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1)))
     try:
-        start_loss = float(model.evaluate(val, verbose=0, return_dict=True)["loss"])
+        start_loss = float(model.evaluate(monitored or val, verbose=0, return_dict=True)["loss"])
         history = model.fit(train, validation_data=val, epochs=config.finetune_epochs, callbacks=callbacks, verbose=0)
     finally:
-        train.close()
-        val.close()
-    frame, best = _history_frame(history)
-    if not frame["val_loss"].min() < start_loss:
-        log.info("fine-tuning did not lower the validation loss (%.4f at the start); keeping the head alone",
-                 start_loss)
+        for images in (train, val, monitored):
+            if images is not None:
+                images.close()
+    frame, best = history_frame(history.history, _monitor(config, monitored))
+    if not frame[monitor := "inner_loss" if monitored is not None else "val_loss"].iloc[best - 1] < start_loss:
+        log.info("fine-tuning did not lower the %s (%.4f at the start); keeping the head alone", monitor, start_loss)
         model.set_weights(start_weights)
         best = 0
     else:  # fold the standardisation back into the classifier's Dense: the paper's architecture again

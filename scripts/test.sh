@@ -12,4 +12,6 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
 fi
 # The linter first (ruff, configured in pyproject.toml): a lint error fails the run before any test.
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+# Test files run on parallel workers, one file per worker at a time (pytest-xdist), in the order
+# tests/conftest.py gives them; the trained study they share is built once for all workers.
+exec .venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscopereorder "$@"

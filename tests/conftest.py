@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -18,12 +23,58 @@ ROOT = Path(__file__).resolve().parents[1]
 # Fixtures that train a study. Any test that uses one, directly or through another fixture, is `slow`:
 # `pytest -m "not slow"` (the lane for editing) trains nothing.
 TRAINING_FIXTURES = {"tiny_study"}
+# Tests that use one of these are `slow` too: they build Keras models (TensorFlow costs seconds to import and each
+# build more). `training` is test_finetune.py's fixture that imports cnmc_core.training, which imports Keras.
+SLOW_FIXTURES = TRAINING_FIXTURES | {"registry_classifier", "training"}
 
 
 def pytest_collection_modifyitems(config, items):
+    trains = {}  # test file -> does any of its tests use a trained study
     for item in items:
-        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        uses = bool(TRAINING_FIXTURES & fixtures)
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        trains[item.path] = trains.get(item.path, False) or uses
+    # The order files start in, for `scripts/test.sh`, which runs them on parallel workers file by file
+    # (pytest-xdist `--dist loadfile --no-loadscopereorder`): first one file that uses the shared study (its
+    # worker trains it), then the files with their own heavy runs (the demo, CLI trainings), then the rest
+    # that need no trained study, and last the files that use it, by then trained. The order within a file is kept.
+    first = next((path for path, uses in trains.items() if uses), None)
+
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") and not trains[item.path]}
+    file_rank = {path: (0 if path == first else 3 if uses else 1 if path in slow_files else 2)
+                 for path, uses in trains.items()}
+    items.sort(key=lambda item: file_rank[item.path])  # a stable sort: files stay whole and in order
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """The `slow` marker's meaning, enforced: a test not marked slow may not be the one that brings TensorFlow into
+    the process (that alone costs seconds), so `pytest -m "not slow"` imports no TensorFlow and trains nothing."""
+    before = "tensorflow" in sys.modules
+    result = yield
+    if not before and "tensorflow" in sys.modules and not item.get_closest_marker("slow"):
+        pytest.fail("this test imports TensorFlow: mark it `@pytest.mark.slow` (see tests/conftest.py)", pytrace=False)
+    return result
+
+
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """`tmp/name`, built by `build(folder)` once per test run, even when pytest-xdist runs several worker
+    processes: the first worker to ask builds it under a file lock, the others wait and reuse it (the recipe
+    in pytest-xdist's docs, "Making session-scoped fixtures execute only once"). A build that failed halfway
+    is redone from scratch."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, shared by its workers
+    folder, done = base / name, base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            done.touch()
+    return folder
 
 
 def write_cell(path: Path, value: int = 120, side: int = 64, radius: int | None = None) -> Path:
@@ -34,6 +85,8 @@ def write_cell(path: Path, value: int = 120, side: int = 64, radius: int | None 
     disc = ((yy - side / 2) ** 2 + (xx - side / 2) ** 2) < r * r
     img = np.zeros((side, side, 3), np.uint8)
     img[disc] = (value, value // 2, min(255, value + 60))
+    # One corner pixel from the path: no two files share contents (splits exclude copies across splits).
+    img[0, 0] = tuple(hashlib.sha1(str(path).encode()).digest()[:3])
     Image.fromarray(img).save(path, format="BMP")
     return path
 
@@ -89,7 +142,8 @@ def demo_data(tmp_path_factory) -> Path:
         seed=3, train_all_subjects=6, train_hem_subjects=6, train_cells_all=10, train_cells_hem=10,
         prelim_all_subjects=3, prelim_hem_subjects=3, prelim_cells=8, final_subjects=2, final_cells=3,
     )
-    return synthetic.generate(tmp_path_factory.mktemp("demo") / "C-NMC_Leukemia", spec)
+    return _built_once(tmp_path_factory, "demo", lambda folder: synthetic.generate(folder / "C-NMC_Leukemia", spec)) \
+        / "C-NMC_Leukemia"
 
 
 TINY_MODELS = ("vgg16", "efficientnet_b0")
@@ -98,14 +152,17 @@ TINY_SIZE = 75
 
 @pytest.fixture(scope="session")
 def tiny_study(demo_data, tmp_path_factory):
-    """A trained two-model study at 75 px with random weights: (artifacts root, study name)."""
+    """A trained two-model study at 75 px with random weights, its head also cross-validated over C-NMC's three
+    training folds (`--split cv`): (artifacts root, study name)."""
     from cnmc_core.config import from_preset
     from cnmc_core.study import run_study
 
-    root = tmp_path_factory.mktemp("artifacts")
-    config = from_preset("paper_std", models=TINY_MODELS, weights="none", input_size=TINY_SIZE, epochs=4, seed=1)
-    run_study(demo_data, config, root=root, name="tiny")
-    return root, "tiny"
+    def train(root: Path) -> None:
+        config = from_preset("paper_std", models=TINY_MODELS, weights="none", input_size=TINY_SIZE, epochs=4, seed=1,
+                             split="cv")  # cross-validated too (issue 14): out-of-fold predictions, a cv block
+        run_study(demo_data, config, root=root, name="tiny")
+
+    return _built_once(tmp_path_factory, "artifacts", train), "tiny"
 
 
 SHARED_SIZE = 75  # the smallest side every registry model accepts (InceptionV3's minimum)

@@ -6,19 +6,123 @@ say, find a study's first validation image; and the marks of a module that drive
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from benchmarks.bench_pages import CHROMIUM
-
 ROOT = Path(__file__).resolve().parents[1]
+
+# The real-Chromium launcher, shared by the browser tests and benchmarks/ (bench_pages.py, load_users.py).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+PAGE_TITLES = {  # url path -> title, as app.py lists them ("" is the home page, the Overview)
+    "": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
+    "curves": "Curves and calibration", "compare": "Compare", "feature-space": "Feature space",
+    "gradcam": "Grad-CAM gallery", "classify": "Classify a cell",
+    "dataset": "Dataset", "about": "About",
+}
+# True when the page is completely drawn: Streamlit's script run is over, no skeleton placeholder
+# is left, and every dataframe, plotly chart and image inside the main area has rendered.
+RENDERED_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  const main = document.querySelector('[data-testid="stMain"]');
+  if (!main || !main.querySelector('h1') || main.querySelector('[data-testid="stSkeleton"]')) return false;
+  const shown = (el) => !el.closest('details:not([open])');  // a closed expander draws nothing
+  for (const df of main.querySelectorAll('[data-testid="stDataFrame"]'))
+    if (shown(df) && !df.querySelector('[data-testid="data-grid-canvas"]')) return false;
+  for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]'))
+    if (shown(chart) && !chart.querySelector('.main-svg')) return false;
+  for (const img of main.querySelectorAll('img')) if (!img.complete) return false;
+  return true;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(artifacts: str | Path, port: int | None = None, timeout: float = 60.0,
+           launcher: tuple[str, ...] = ("-m", "streamlit")):
+    """`streamlit run app.py` on 127.0.0.1 against `artifacts`; yields (url, process, log path), stops it after.
+
+    `launcher` is what follows the Python executable to reach Streamlit's CLI (load_users.py
+    passes a `-c` script that also turns on the library's INFO logging).
+    """
+    port = port or free_port()
+    env = {**os.environ, "CNMC_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1"}
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"streamlit-{port}.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, *launcher, "run", "app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s; see {log_path}")
+            time.sleep(0.3)
+        yield url, proc, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
+def serve(artifacts: str | Path, port: int | None = None, timeout: float = 60.0):
+    """`streamlit run app.py` against `artifacts` on a free port; yields the base URL."""
+    with server(artifacts, port, timeout) as (url, _, _):
+        yield url
+
+
+@contextlib.contextmanager
+def browser():
+    """Headless Debian Chromium through Playwright; yields the Browser."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_rendered(page, timeout_ms: float = 60_000) -> None:
+    page.wait_for_function(RENDERED_JS, timeout=timeout_ms, polling=50)
+
+
 PAGES = {
     "overview": "views/1_Overview.py",
     "confusion": "views/2_Confusion_matrices.py",
@@ -29,6 +133,7 @@ PAGES = {
     "dataset": "views/7_Dataset.py",
     "about": "views/8_About.py",
     "compare": "views/9_Compare.py",
+    "feature-space": "views/10_Feature_space.py",
 }
 
 

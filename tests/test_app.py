@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.proto.Metric_pb2 import Metric as MetricProto
 
-from cnmc_core.dashboard import base, demo_build, overview
+from cnmc_core.dashboard import base, demo_build, overview, quadrants
 from cnmc_core.registry import MODELS, PAPER_TABLE_I
 from cnmc_core.store import demo_build_dir
 
@@ -81,7 +82,7 @@ def test_every_page_renders_the_study_without_error(study, page):
     assert at.title[0].value == {
         "overview": "Overview", "confusion": "Confusion matrices", "training": "Training curves",
         "curves": "Curves and calibration", "gradcam": "Grad-CAM gallery", "classify": "Classify a cell",
-        "dataset": "Dataset", "about": "About", "compare": "Compare"}[page]
+        "dataset": "Dataset", "about": "About", "compare": "Compare", "feature-space": "Feature space"}[page]
     assert "Synthetic demo data" in texts(at.warning)  # the tiny study is synthetic: every page says so
     assert at.sidebar.selectbox(key="_w_study").value == study[1]
 
@@ -101,21 +102,43 @@ def test_empty_root_says_how_to_build_the_demo(empty_root, page):
 def test_overview_table_has_the_numbers_of_metrics_json_and_the_paper(study):
     root, name = study
     at = open_app()
-    table = at.dataframe[1].value
-    ours = table[table["Source"] == base.OURS].set_index("Model")
+    ours = at.dataframe[0].value.set_index("Model")  # this study's rows only: the paper's are grouped apart
     assert list(ours.index) == [MODELS[k].name for k in ("vgg16", "efficientnet_b0")] + [base.ENSEMBLE_NAME]
+    assert "Source" not in ours.columns and list(ours.columns)[-1] == "Threshold"  # 12 columns: it fits the page
     for key in ("vgg16", "efficientnet_b0"):
         m = metrics_json(root, name, key)
         for field, label in base.METRICS.items():
             assert ours.loc[MODELS[key].name, label] == pytest.approx(m[field])
-        assert ours.loc[MODELS[key].name, "Best epoch"] == m["best_epoch"]
-    paper = table[table["Source"] == base.PAPER].set_index("Model")
-    assert paper.loc["VGG16", "Accuracy"] == PAPER_TABLE_I["vgg16"]["accuracy"]
-    assert paper.loc["EfficientNetB0", "Recall"] == PAPER_TABLE_I["efficientnet_b0"]["recall"]
+        assert ours.loc[MODELS[key].name, "Threshold"] == pytest.approx(m["threshold"])
+    paper = at.dataframe[1].value.set_index("Model")  # beside the paper: its value, ours, the difference
+    m = metrics_json(root, name, "vgg16")
+    assert paper.loc["VGG16", "Accuracy, paper"] == PAPER_TABLE_I["vgg16"]["accuracy"]
+    assert paper.loc["VGG16", "Accuracy, this study"] == pytest.approx(m["accuracy"])
+    difference = m["accuracy"] - PAPER_TABLE_I["vgg16"]["accuracy"]
+    assert paper.loc["VGG16", "Accuracy difference"] == pytest.approx(difference)
+    assert paper.loc["EfficientNetB0", "Recall, paper"] == PAPER_TABLE_I["efficientnet_b0"]["recall"]
 
     at.toggle(key="_w_paper").set_value(False).run()
-    assert set(at.dataframe[1].value["Source"]) == {base.OURS}
+    assert not any("Accuracy, paper" in d.value for d in at.dataframe)
     assert at.query_params["paper"] == "0"
+
+
+def test_overview_first_screen_says_what_this_is_and_the_answer_before_the_table(study):
+    root, name = study
+    at = open_app()
+    first, second = at.markdown[0].value, at.markdown[1].value
+    assert "Seven ImageNet CNNs" in first and "ALL" in first and "normal B cells" in first
+    assert "C-NMC 2019" in first and "Vijesh & Sikka" in first
+    assert any(link.proto.page == "views/8_About.py" or "About" in link.proto.label for link in at.get("page_link"))
+    view = overview.overview(base.load_study(str(root), name))
+    assert second == f"**{view.takeaway}**" and view.takeaway.startswith(view.verdict)
+    best_auc = max(("VGG16", "EfficientNetB0", base.ENSEMBLE_NAME), key=lambda n: view.ours.set_index("Model").loc[
+        n, "ROC AUC"])
+    assert f"Highest ROC AUC: {best_auc}" in view.takeaway and "unit: cell, N = " in view.takeaway
+    # the run details (layout, compute, paths) are folded into an expander, after the table
+    (details,) = [e for e in at.expander if e.label.startswith("How this study was run")]
+    assert "float32, XLA auto" in texts(details.markdown) and "layout" in texts(details.markdown)
+    assert "XLA" not in first + second
 
 
 def test_overview_describes_the_study_and_marks_the_best(study):
@@ -124,7 +147,7 @@ def test_overview_describes_the_study_and_marks_the_best(study):
     facts = texts(at.markdown)
     assert "SYNTHETIC" in facts and "paper_std" in facts and "75 px" in facts
     assert "float32, XLA auto" in facts  # how it ran (study.json "compute")
-    splits = at.dataframe[0].value.set_index("Split")
+    splits = next(d.value for d in at.dataframe if "Split" in d.value).set_index("Split")
     summary = json.loads((root / name / "study.json").read_text())["data"]["summary"]
     assert splits.loc["train", "images"] == summary["train"]["images"]
     assert splits.loc["val", "subjects"] == summary["val"]["subjects"]
@@ -132,6 +155,8 @@ def test_overview_describes_the_study_and_marks_the_best(study):
     view = overview.overview(base.load_study(str(root), name))
     # The demo's few validation patients cannot make any pair significant: no model is marked best (issue 14).
     assert view.best == {} and view.verdict.startswith("No model is significantly better than the others")
+    ours = view.table[view.table["Source"] == base.OURS].set_index("Model")  # the kept epoch stays in the CSV
+    assert ours.loc["VGG16", "Best epoch"] == metrics_json(root, name, "vgg16")["best_epoch"]
     csv = pd.read_csv(io.StringIO(view.csv))
     assert len(csv) == 5 and set(csv["Source"]) == {base.OURS, base.PAPER}  # 2 models, 2 paper rows, the ensemble
     assert at.get("download_button")
@@ -147,7 +172,7 @@ def test_a_broken_model_is_named_and_the_others_shown(broken_root, monkeypatch):
         assert "`unreadable`" in warning  # a study whose study.json is broken is named too
         assert not at.error
     at = open_app()
-    assert list(at.dataframe[1].value.query("Source == @base.OURS")["Model"]) == ["VGG16", base.ENSEMBLE_NAME]
+    assert list(at.dataframe[0].value["Model"]) == ["VGG16", base.ENSEMBLE_NAME]
 
 
 # ---- confusion matrices ------------------------------------------------------------------------
@@ -165,11 +190,29 @@ def test_confusion_matrices_counts_normalised_and_cell_images(study):
         assert np.allclose(np.array(heatmap["z"], dtype=float).sum(axis=1), 1.0)  # each true class is 100%
         assert "count" in heatmap["hovertemplate"] and "rate" in heatmap["hovertemplate"]
 
-    at.selectbox(key="quadrant").set_value(("ALL", "HEM")).run()
+    at.selectbox(key="_w_quadrant").set_value("fn").run()
     assert at.metric[0].value == str(cm[1][0])  # false negatives of VGG16
-    captions = [c for img in at.get("image") for c in img.captions]
-    assert cm[1][0] > 0 and len(captions) == min(cm[1][0], 24)  # the folder it was trained from is trusted
-    assert all(c.startswith("subject `") and "P(ALL)" in c for c in captions)
+    assert at.query_params["quadrant"] == "fn"
+    images = [img for element in at.get("image") for img in element.proto.imgs]
+    threshold = metrics_json(root, name, "vgg16")["threshold"]
+    assert cm[1][0] > 0 and len(images) == min(cm[1][0], 24)  # the folder it was trained from is trusted
+    # a missed ALL cell says beside its P(ALL) that it is below the threshold, and has alt text for screen readers
+    assert all(i.caption.startswith("subject `") and f"< threshold {threshold:.3f}" in i.caption for i in images)
+    assert all(i.alt.startswith("Cell of subject ") and "true ALL, called HEM" in i.alt for i in images)
+
+    at.selectbox(key="_w_quadrant").set_value("tp").run()
+    assert at.metric[0].value == str(cm[1][1])
+
+
+def test_the_large_matrix_is_clickable_quadrant_by_quadrant(study):
+    """The click itself is tested in Chromium (test_browser); here: the chart asks for point selections, and each
+    clickable point names a quadrant the page knows."""
+    at = open_app("confusion")
+    (large,) = [c for c in at.get("plotly_chart") if list(c.proto.selection_mode)]
+    points = json.loads(large.proto.spec)["data"][1]  # one clickable point per quadrant, over the heatmap
+    pairs = [(y.removeprefix("true "), x.removeprefix("called ")) for x, y in zip(points["x"], points["y"])]
+    assert sorted(quadrants.quadrant_code(*pair) for pair in pairs) == ["fn", "fp", "tn", "tp"]
+    assert quadrants.quadrant_code("ALL", "maybe") is None
 
 
 def test_settings_follow_the_user_across_pages_and_into_the_link(study):
@@ -185,6 +228,40 @@ def test_settings_follow_the_user_across_pages_and_into_the_link(study):
     shared = open_app("confusion", query={"study": study[1], "normalised": "1", "model": "efficientnet_b0"})
     assert shared.toggle(key="_w_normalised").value is True
     assert shared.selectbox(key="_w_model").value == "efficientnet_b0"
+
+
+def test_a_link_carries_threshold_quadrant_models_and_gallery_view(study):
+    link = {"study": study[1], "threshold": "0.30000001", "quadrant": "fp", "curves_models": "efficientnet_b0",
+            "gallery_mode": "model", "gallery_class": "ALL", "gallery_outcome": "wrong", "gallery_opacity": "0.8"}
+    assert open_app("curves", query=link).slider(key="_w_threshold").value == 0.3  # put on the slider's step
+    assert open_app("confusion", query=link).selectbox(key="_w_quadrant").value == "fp"
+    assert open_app("training", query=link).multiselect(key="_w_curves_models").value == ["efficientnet_b0"]
+    gallery = open_app("gradcam", query=link)
+    assert gallery.radio(key="_w_gallery_mode").value == "model"
+    assert gallery.selectbox(key="_w_gallery_class").value == "ALL"
+    assert gallery.selectbox(key="_w_gallery_outcome").value == "wrong"
+    assert gallery.slider(key="_w_gallery_opacity").value == pytest.approx(0.8)
+
+    at = open_app("gradcam", query={"study": study[1]})  # and what is set goes into the link
+    at.selectbox(key="_w_gallery_class").set_value("HEM").run()
+    at.radio(key="_w_gallery_mode").set_value("model").run()
+    assert at.query_params["gallery_class"] == "HEM" and at.query_params["gallery_mode"] == "model"
+
+
+@pytest.mark.parametrize("hostile", [
+    {"threshold": "nan", "quadrant": "../../etc", "curves_models": "<script>,vgg99", "gallery_mode": "x" * 5000},
+    {"threshold": "7", "quadrant": "FN", "curves_models": "vgg16,vgg16,../etc", "gallery_class": "ALL\u202e"},
+])
+def test_link_values_outside_the_allowed_set_are_ignored(study, hostile):
+    link = {"study": study[1], **hostile}
+    assert open_app("curves", query=link).slider(key="_w_threshold").value == 0.5  # the default
+    assert open_app("confusion", query=link).selectbox(key="_w_quadrant").value == "fn"
+    shown = open_app("training", query=link).multiselect(key="_w_curves_models").value
+    # nothing valid: the default (every model); otherwise the valid ones, once each
+    assert shown == (["vgg16"] if "vgg16" in hostile["curves_models"] else ["vgg16", "efficientnet_b0"])
+    gallery = open_app("gradcam", query=link)
+    assert gallery.radio(key="_w_gallery_mode").value == "cell" and not gallery.exception
+    assert gallery.selectbox(key="_w_gallery_class").value == "both"
 
 
 @pytest.mark.parametrize("asked", ["../../etc", "no-such-study"])
@@ -204,6 +281,15 @@ def test_training_curves_mark_the_kept_epoch(study):
     assert {"VGG16 (train)", "VGG16 (validation)", "EfficientNetB0 (validation)"} <= names
     stars = [t for t in spec["data"] if t["name"] == "kept (best) epoch"]
     assert values(stars[0]["x"]) == [metrics_json(root, name, k)["best_epoch"] for k in ("vgg16", "efficientnet_b0")]
+    epochs = pd.read_csv(root / name / "models" / "vgg16" / "history.csv")["epoch"]
+    low, high = spec["layout"]["xaxis"]["range"]
+    assert epochs.min() == 1 and round(low) == 1 and round(high) == epochs.max()  # 1..epochs, not 0..epochs + 1
+    assert spec["layout"]["xaxis"]["tick0"] == 1
+
+    at.multiselect(key="_w_curves_models").set_value(["vgg16"]).run()
+    (spec,) = plotly_specs(at)
+    assert {t["name"] for t in spec["data"]} == {"VGG16 (train)", "VGG16 (validation)", "kept (best) epoch"}
+    assert at.query_params["curves_models"] == "vgg16"
 
 
 def test_threshold_slider_recomputes_the_matrix_and_metrics(study):
@@ -213,12 +299,16 @@ def test_threshold_slider_recomputes_the_matrix_and_metrics(study):
     auc = metrics_json(root, name, "vgg16")["roc_auc"]
     assert any(t["name"] == f"VGG16 (AUC {auc:.3f})" for t in roc["data"])
 
-    at.slider(key="threshold").set_value(0.3).run()
+    at.slider(key="_w_threshold").set_value(0.3).run()
+    assert at.query_params["threshold"] == "0.3"
     p = pd.read_csv(root / name / "models" / "vgg16" / "predictions.csv")
     called = p["prob_all"] >= 0.3
     accuracy = float((called == (p["label"] == 1)).mean())
     shown = {m.label: m.value for m in at.metric}
     assert shown["Accuracy"] == f"{accuracy:.3f}"
+    # differences from the model's own threshold in blue (up) or orange (down), never green / red
+    colours = {MetricProto.MetricColor.Name(m.proto.color) for m in at.metric if m.proto.delta}
+    assert colours and colours <= {"BLUE", "ORANGE"}
     matrix = plotly_specs(at)[-1]["data"][0]["z"]
     assert np.allclose(np.array(matrix).sum(axis=1), 1.0)
     text = plotly_specs(at)[-1]["data"][0]["text"]  # "count<br>rate" per quadrant
@@ -247,7 +337,7 @@ def test_classify_shell_and_upload(study):
     cell = a_cell_file(root, name)
     at.file_uploader(key="upload").set_value((cell.name, cell.read_bytes(), "image/bmp")).run()
     assert not at.exception and not at.error, texts(at.error)
-    assert at.metric[0].value in ("ALL", "HEM")
+    assert at.metric[0].value in ("ALL", "HEM", "Inconclusive")  # Inconclusive: answer.py's rule
     table = at.dataframe[0].value
     assert list(table["Model"]) == ["VGG16", "EfficientNetB0"] and table["P(ALL)"].between(0, 1).all()
     assert "of 2 models" in texts(at.markdown)
@@ -291,4 +381,4 @@ def test_the_button_builds_the_demo_in_another_process(empty_root, demo_data, mo
     assert status.state == "done", status.text
     at = open_app()
     assert at.sidebar.selectbox(key="_w_study").value == "demo"
-    assert list(at.dataframe[1].value.query("Source == @base.OURS")["Model"]) == ["VGG16"]
+    assert list(at.dataframe[0].value["Model"]) == ["VGG16"]

@@ -67,7 +67,10 @@ def test_train_writes_the_artifact_contract(trained, demo_data):
         assert preds["prob_all"].between(0, 1).all()
         assert ((preds["prob_all"] >= 0.5) & (preds["label"] == 1)).sum() == tp
         hist = pd.read_csv(folder / "history.csv")
-        assert list(hist.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+        # paper_std stops on an inner slice of the training patients (issue 14): its loss is recorded too
+        assert list(hist.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "inner_loss",
+                                      "inner_accuracy"]
+        assert metrics["stopping"]["rule"] == "inner" and metrics["stopping"]["validation_chose"] is False
         assert 1 <= len(hist) <= 3
         assert (folder / "model.keras").stat().st_size > 0
     leftovers = [p for p in study.rglob("*") if p.name.startswith(".") or p.suffix in (".tmp", ".part")]
@@ -110,7 +113,7 @@ def test_predict_agrees_with_the_study_and_reports_bad_files(trained, demo_data,
     good, err = lines
     assert set(good["predictions"]) == {"vgg16", "efficientnet_b0"}
     assert good["predictions"]["vgg16"] == pytest.approx(row["prob_all"], abs=1e-4)
-    assert good["label"] in ("ALL", "HEM") and 0 <= good["ensemble"] <= 1
+    assert good["label"] in ("ALL", "HEM", "inconclusive") and 0 <= good["ensemble"] <= 1
     assert err["file"].endswith("broken.bmp") and "error" in err and "\n" not in err["error"]
 
 

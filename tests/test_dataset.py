@@ -224,3 +224,45 @@ def test_official_split_without_labels_is_refused(kaggle_dir):
     with pytest.raises(SplitError, match="--split folds"):
         assign(s, mode="official")
     assert assign(s)[0] == "folds"
+
+
+def test_an_image_identical_to_one_in_an_earlier_split_is_excluded_from_the_later(tmp_path):
+    """Issue 14, point 12: the same file contents under two names, in train and in val, would leak."""
+    make_folds(tmp_path / "copy", FOLDS)
+    train_file = tmp_path / "copy" / "fold_0" / "all" / "UID_1_1_1_all.bmp"
+    copy = tmp_path / "copy" / "fold_2" / "all" / "UID_3_9_1_all.bmp"  # subject 3, validation fold
+    shutil.copyfile(train_file, copy)
+    within = tmp_path / "copy" / "fold_0" / "all" / "UID_1_9_1_all.bmp"  # a copy inside train stays
+    shutil.copyfile(train_file, within)
+    mode, rows = assign(scan(tmp_path / "copy"))
+    by_path = {a.path: a for a in rows}
+    moved = by_path["fold_2/all/UID_3_9_1_all.bmp"]
+    assert moved.split == "excluded"
+    assert moved.reason.startswith("identical to fold_0/all/UID_1_1_1_all.bmp in train")
+    assert by_path["fold_0/all/UID_1_1_1_all.bmp"].split == "train"
+    assert by_path["fold_0/all/UID_1_9_1_all.bmp"].split == "train"
+    assert sum(a.reason.startswith("identical to") for a in rows) == 1
+    # Without the copy nothing is excluded for that reason (the check does not fire on distinct images).
+    copy.unlink()
+    assert not any(a.reason.startswith("identical to") for a in assign(scan(tmp_path / "copy"))[1])
+
+
+def test_the_inner_slice_is_subject_disjoint_stratified_and_seeded():
+    import numpy as np
+
+    from cnmc_core.splits import inner_slice
+
+    subjects = np.repeat([f"{i}" for i in range(10)] + [f"H{i}" for i in range(5)], 3)
+    labels = np.array([ALL] * 30 + [HEM] * 15)
+    mask = inner_slice(subjects, labels, fraction=0.2, seed=1)
+    held = set(subjects[mask])
+    assert len({s for s in held if s.startswith("H")}) == 1 and len({s for s in held if not s.startswith("H")}) == 2
+    for s in set(subjects):  # every cell of a subject on one side
+        assert len(set(mask[subjects == s])) == 1
+    np.testing.assert_array_equal(mask, inner_slice(subjects, labels, fraction=0.2, seed=1))
+    assert not np.array_equal(mask, inner_slice(subjects, labels, fraction=0.2, seed=2))
+    # A class with a single subject keeps it in training.
+    one_hem = inner_slice(np.array(["1", "2", "H1"]), np.array([ALL, ALL, HEM]), seed=0)
+    assert not one_hem[2] and one_hem[:2].sum() == 1
+    with pytest.raises(ValueError, match="fraction"):
+        inner_slice(subjects, labels, fraction=1.0)

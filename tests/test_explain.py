@@ -52,7 +52,8 @@ def cell_detector():
 
 # --- the registry layer, on every model --------------------------------------------------------------
 # tf-keras-vis's own search walks back to the last Conv layer; for these the registry layer is not one.
-SEARCH_PICKS_WRONG = {"inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"}
+SEARCH_PICKS_WRONG = {"inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101", "convnext_tiny",
+                      "efficientnet_v2_b0"}
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -82,6 +83,7 @@ def test_every_registry_model_explains_on_its_registry_layer(key, registry_class
     assert shown.heatmap.max() > 0.9
 
 
+@pytest.mark.slow  # TensorFlow
 def test_a_classifier_without_the_layer_is_refused_with_the_reason():
     model = cell_detector()
     with pytest.raises(ValueError, match="has no layer 'block5_conv3'"):
@@ -92,6 +94,7 @@ def test_a_classifier_without_the_layer_is_refused_with_the_reason():
 
 # --- the heatmap lands where the evidence is -----------------------------------------------------------
 @pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.slow  # TensorFlow
 def test_the_heatmap_of_a_cell_detector_lies_on_the_cell_wherever_the_cell_is(method):
     explainer = Explainer(cell_detector(), "cells", "none")
     for centre in ((64, 64), (40, 88)):  # centred, then off-centre and asymmetric (a transposed map would miss it)
@@ -105,6 +108,7 @@ def test_the_heatmap_of_a_cell_detector_lies_on_the_cell_wherever_the_cell_is(me
         assert abs(cx - centre[0]) < 8 and abs(cy - centre[1]) < 8, (centre, cx, cy)
 
 
+@pytest.mark.slow  # TensorFlow
 def test_the_target_sign_shows_evidence_for_the_chosen_class():
     explainer = Explainer(cell_detector(), "cells", "none")
     img = disc_image(64, 64, (32, 32), 14)
@@ -135,6 +139,7 @@ BATCH_P_ALL = [0.9, 0.2, 0.7, 0.1]
 
 
 @pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.slow  # TensorFlow
 def test_a_batch_gets_the_heatmaps_and_targets_each_image_gets_alone(resnet_explainer, method, monkeypatch):
     monkeypatch.setattr(explain, "SCORECAM_CHANNELS", 8)  # faster; still a choice among ResNet's 2048 channels
     imgs = [disc_image(w, h, centre, r) for (w, h), centre, r in BATCH_CELLS]
@@ -164,6 +169,7 @@ def test_a_batch_gets_the_heatmaps_and_targets_each_image_gets_alone(resnet_expl
         resnet_explainer.layer_map(x, method, [True, False])
 
 
+@pytest.mark.slow  # TensorFlow
 def test_explain_batch_refuses_a_p_all_count_that_does_not_match_the_images():
     explainer = Explainer(cell_detector(), "cells", "none")
     imgs = [disc_image(64, 64, (32, 32), 14)] * 2

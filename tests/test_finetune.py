@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnmc_core import training
 from cnmc_core.config import ABLATION_STEPS, PRESETS, StudyConfig, ablation_configs, from_preset, model_config_hash
 from cnmc_core.dataset import scan
 from cnmc_core.features import FeatureCache, extract, orient
@@ -26,11 +25,19 @@ from cnmc_core.registry import MODELS
 
 from .helpers import cli
 
+
+@pytest.fixture
+def training():
+    """cnmc_core.training, imported only by the tests that use it: it imports Keras (so they are all `slow`)."""
+    from cnmc_core import training
+
+    return training
+
 # ---- registry -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("key", list(MODELS))
-def test_finetune_from_names_the_top_block_of_the_base(key):
+def test_finetune_from_names_the_top_block_of_the_base(key, training):
     """The layer exists, sits below the Grad-CAM layer, and unfreezing from it trains a top block only."""
     import keras
 
@@ -56,14 +63,20 @@ def test_finetune_from_names_the_top_block_of_the_base(key):
 
 
 def test_paper_results_keep_their_config_hash():
-    """Hashes computed before the finetune fields existed: old paper / paper_std results stay valid."""
-    assert model_config_hash(from_preset("paper"), "vgg16", "fp123") == "fab64f6573f9cb2a9551b76870d7f6de094a1e23"
-    assert model_config_hash(from_preset("paper_std"), "vgg16", "fp123") == "c0a12fd177dd293ebeab4b5907aeda927bbb1d5e"
-    small = dict(weights="none", input_size=96, models=("resnet50",))
+    """Hashes computed before the finetune fields existed: results made with the stopping rule of that time
+    (validation loss, best epoch restored: `val_best`) stay valid. The presets now stop differently (issue 14:
+    paper keeps the last epoch, paper_std stops on an inner slice), so their old models are retrained."""
+    old = dict(stopping="val_best")
+    paper, paper_std = "fab64f6573f9cb2a9551b76870d7f6de094a1e23", "c0a12fd177dd293ebeab4b5907aeda927bbb1d5e"
+    assert model_config_hash(from_preset("paper", **old), "vgg16", "fp123") == paper
+    assert model_config_hash(from_preset("paper_std", **old), "vgg16", "fp123") == paper_std
+    small = dict(weights="none", input_size=96, models=("resnet50",), **old)
     assert (
         model_config_hash(from_preset("paper_std", **small), "resnet50", "abc")
         == "d51ff4732c863719e9a776b7e4d6bd20d31a60e9"
     )
+    assert model_config_hash(from_preset("paper"), "vgg16", "fp123") != paper
+    assert model_config_hash(from_preset("paper_std"), "vgg16", "fp123") != paper_std
 
 
 def test_each_finetune_field_is_part_of_the_hash_when_it_matters():
@@ -165,7 +178,7 @@ def test_class_weights_make_both_classes_count_equally():
     assert w[0] == pytest.approx(9 / 12) and w[-1] == pytest.approx(9 / 6)
 
 
-def test_feature_epochs_draw_every_orientation_and_pass_sample_weights():
+def test_feature_epochs_draw_every_orientation_and_pass_sample_weights(training):
     feats = np.arange(50 * 8, dtype=np.float32).reshape(50, 8, 1)  # value encodes (image, view)
     y = one_hot(np.array([1] * 30 + [0] * 20))
     w = class_weights(np.array([1] * 30 + [0] * 20))
@@ -226,6 +239,7 @@ def _fake_features(sha1, label, views, is_val):
     return f + (1.5 * u if is_val else 0)
 
 
+@pytest.mark.slow  # TensorFlow
 def test_threshold_comes_from_the_training_split_never_from_validation(demo_data, tmp_path, monkeypatch):
     from cnmc_core import study as study_module
     from cnmc_core.models import load_classifier
@@ -303,7 +317,7 @@ def _some_images(demo_data, n):
     return paths, np.array([1 if p.parent.name == "all" else 0 for p in paths])
 
 
-def test_tta_on_images_equals_tta_on_cached_features(demo_data, tmp_path):
+def test_tta_on_images_equals_tta_on_cached_features(demo_data, tmp_path, training):
     import keras
 
     spec = MODELS["vgg16"]
@@ -331,7 +345,7 @@ def test_tta_on_images_equals_tta_on_cached_features(demo_data, tmp_path):
     assert on_images[0, 3] == pytest.approx(direct[0], abs=1e-5)  # view 3: rotated once, then mirrored
 
 
-def test_image_batches_jitter_colour_per_image_and_channel_and_keep_the_background_black(demo_data):
+def test_image_batches_jitter_colour_per_image_and_channel_and_keep_the_background_black(demo_data, training):
     paths, y = _some_images(demo_data, 4)
 
     def first_batch(jitter, weights=None):
@@ -358,7 +372,7 @@ def test_image_batches_jitter_colour_per_image_and_channel_and_keep_the_backgrou
             np.testing.assert_allclose(ratio, gains[i, c], rtol=0.02, atol=0.02)
 
 
-def test_the_finetuning_twin_is_the_classifier_with_the_head_stages_scaling_and_folds_back(demo_data):
+def test_the_finetuning_twin_is_the_classifier_with_the_head_stages_scaling_and_folds_back(demo_data, training):
     """Fine-tuning trains pooled -> (x - mean) / std -> Dropout -> Dense, like the head stage; the same function."""
     import keras
 
@@ -383,7 +397,7 @@ def test_the_finetuning_twin_is_the_classifier_with_the_head_stages_scaling_and_
     np.testing.assert_allclose(twin.predict_on_batch(x), clf.predict_on_batch(x), atol=1e-4)
 
 
-def test_finetuning_trains_the_top_block_and_leaves_batchnorm_and_the_rest_alone(demo_data):
+def test_finetuning_trains_the_top_block_and_leaves_batchnorm_and_the_rest_alone(demo_data, training):
     import keras
 
     spec = MODELS["efficientnet_b0"]
@@ -430,7 +444,7 @@ def test_finetuning_trains_the_top_block_and_leaves_batchnorm_and_the_rest_alone
 
 
 @pytest.mark.slow
-def test_train_preset_finetune_end_to_end(demo_data, tmp_path):
+def test_train_preset_finetune_end_to_end(demo_data, tmp_path, training):
     r = cli(
         "train",
         "--data",

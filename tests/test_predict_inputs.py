@@ -68,7 +68,8 @@ def assert_prediction(result: dict) -> None:
     assert {"file", "predictions", "ensemble", "label", "agreement", "ood"} <= set(result)
     assert set(result["predictions"]) == set(TINY_MODELS)
     assert all(0.0 <= p <= 1.0 for p in result["predictions"].values())
-    assert result["label"] in ("ALL", "HEM") and result["agreement"].endswith(result["label"])
+    assert result["call"] in ("ALL", "HEM") and result["agreement"].endswith(result["call"])
+    assert result["label"] == ("inconclusive" if result["reasons"] else result["call"])  # answer.py's rule
 
 
 # --- bad input ---------------------------------------------------------------------------------------

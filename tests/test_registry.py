@@ -1,4 +1,5 @@
-"""The registry: every row builds, has its Grad-CAM layer, gets its own preprocessing; offline weights."""
+"""The registry: every row (the paper's seven and the newer, opt-in ones) builds, has its Grad-CAM layer, gets its
+own preprocessing, saves and loads; offline weights are checked as Keras checks them; `--models` groups."""
 
 from __future__ import annotations
 
@@ -14,15 +15,51 @@ import pytest
 
 from cnmc_core import registry
 from cnmc_core.images import preprocess
-from cnmc_core.models import HEAD_DENSE, HEAD_POOL, WeightsError, build_base, resolve_weights
-from cnmc_core.registry import MODELS
+from cnmc_core.models import (
+    HEAD_DENSE,
+    HEAD_POOL,
+    WeightsError,
+    build_base,
+    load_classifier,
+    resolve_weights,
+    save_classifier,
+)
+from cnmc_core.registry import MODELS, MODERN_MODELS, PAPER_MODELS, parse_model_list
 
 from .conftest import ROOT
 
 
-def test_exactly_the_seven_models_of_the_paper():
-    assert list(MODELS) == ["vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"]
-    assert set(registry.PAPER_TABLE_I) == set(MODELS)
+def test_the_seven_models_of_the_paper_then_the_modern_ones():
+    assert list(PAPER_MODELS) == ["vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50",
+                                  "resnet101"]
+    assert set(registry.PAPER_TABLE_I) == set(PAPER_MODELS)
+    assert {"convnext_tiny", "efficientnet_v2_b0"} <= set(MODERN_MODELS)
+    assert list(MODELS) == [*PAPER_MODELS, *MODERN_MODELS]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("all", list(PAPER_MODELS)),  # `--models all` stays the paper's seven (and so does the demo)
+    (None, list(PAPER_MODELS)),
+    ("paper+modern", list(MODELS)),
+    ("modern", list(MODERN_MODELS)),
+    ("ConvNeXt_Tiny, vgg16", ["vgg16", "convnext_tiny"]),  # registry order, case and spaces forgiven
+    ("all,efficientnet_v2_b0", [*PAPER_MODELS, "efficientnet_v2_b0"]),
+])
+def test_models_option_names_groups_and_keys(text, expected):
+    assert parse_model_list(text) == expected
+
+
+def test_models_option_names_the_choices_when_wrong():
+    with pytest.raises(ValueError, match="unknown model 'convnext'.*convnext_tiny.*paper\\+modern"):
+        parse_model_list("paper+convnext")
+    with pytest.raises(ValueError, match="empty"):
+        parse_model_list(" , + ")
+
+
+def test_config_default_is_the_papers_seven():
+    from cnmc_core.config import StudyConfig
+
+    assert StudyConfig().models == PAPER_MODELS
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -33,9 +70,16 @@ def test_row_builds_flat_with_its_gradcam_layer(key, registry_classifier):
     spec = MODELS[key]
     clf = registry_classifier(key)
     size = int(clf.input_shape[1])
-    # Flat: the Grad-CAM layer is a layer of the classifier itself, not inside a nested model.
-    assert not any(isinstance(layer, keras.Model) for layer in clf.layers)
+    # Flat: the Grad-CAM layer is a layer of the classifier itself, not inside a nested model, and nothing from it
+    # to the output is nested either (ConvNeXt's stem and downsampling blocks are small Sequentials, below it).
+    names = [layer.name for layer in clf.layers]
+    assert spec.gradcam_layer in names
+    after = clf.layers[names.index(spec.gradcam_layer):]
+    assert not any(isinstance(layer, keras.Model) for layer in after)
+    nested = [layer.name for layer in clf.layers if isinstance(layer, keras.Model)]
+    assert not nested or key == "convnext_tiny", nested  # the others are flat throughout
     layer = clf.get_layer(spec.gradcam_layer)
+    keras.Model(clf.inputs, [layer.output, clf.output])  # the gradient model Grad-CAM builds
     assert len(layer.output.shape) == 4  # a spatial map (batch, h, w, channels)
     assert layer.output.shape[-1] == spec.features
     # The head: GlobalMaxPooling2D -> Dropout(0.5) -> Dense(2, sigmoid), base frozen.
@@ -52,6 +96,7 @@ def test_row_builds_flat_with_its_gradcam_layer(key, registry_classifier):
 
 
 @pytest.mark.parametrize("key", list(MODELS))
+@pytest.mark.slow  # TensorFlow
 def test_preprocess_is_the_models_own(key):
     import keras
 
@@ -64,6 +109,8 @@ def test_preprocess_is_the_models_own(key):
         "efficientnet_b0": keras.applications.efficientnet,
         "resnet50": keras.applications.resnet,
         "resnet101": keras.applications.resnet,
+        "convnext_tiny": keras.applications.convnext,
+        "efficientnet_v2_b0": keras.applications.efficientnet_v2,
     }[key]
     x = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
     ours = preprocess(x, spec.preprocess)
@@ -78,6 +125,7 @@ def test_efficientnet_gets_0_to_255():
     assert preprocess(x, MODELS["xception"].preprocess).max() == 1.0
 
 
+@pytest.mark.slow  # TensorFlow
 def test_weight_file_names_and_hashes_are_the_ones_keras_checks():
     """Our table must agree with keras.applications' own download code, or offline folders break."""
     import inspect
@@ -93,6 +141,42 @@ def test_weight_file_names_and_hashes_are_the_ones_keras_checks():
     assert eff.WEIGHTS_HASHES["b0"][1] == MODELS["efficientnet_b0"].weights_md5
 
 
+@pytest.mark.parametrize(("key", "module", "weights_name", "model_name"), [
+    ("convnext_tiny", "convnext", "convnext_tiny", "convnext_tiny"),
+    ("efficientnet_v2_b0", "efficientnet_v2", "b0", "efficientnetv2-b0"),
+])
+@pytest.mark.slow  # TensorFlow
+def test_modern_weight_files_are_the_ones_keras_downloads(key, module, weights_name, model_name):
+    """Keras names the notop file `<model name>_notop.h5` under BASE_WEIGHTS_PATH and checks WEIGHTS_HASHES[...][1]
+    (md5, or sha256 for ConvNeXt: 64 hex digits); the model name is the class's default `name`."""
+    import importlib
+    import inspect
+
+    import keras
+
+    source = importlib.import_module(f"keras.src.applications.{module}")
+    spec = MODELS[key]
+    assert inspect.signature(getattr(keras.applications, spec.keras_class)).parameters["name"].default == model_name
+    assert spec.weights_file == f"{model_name}_notop.h5"
+    assert spec.weights_url == source.BASE_WEIGHTS_PATH + spec.weights_file
+    assert spec.weights_md5 == source.WEIGHTS_HASHES[weights_name][1]
+
+
+def test_convnext_classifier_saves_and_loads_in_safe_mode(registry_classifier, tmp_path):
+    """A study saves each classifier as model.keras and loads it back in safe mode. ConvNeXt brings Keras layers
+    none of the paper's models has (LayerScale, nested Sequentials); EfficientNetV2's are B0's, which tiny_study
+    saves and loads already."""
+    key = "convnext_tiny"
+    clf = registry_classifier(key)
+    save_classifier(clf, tmp_path / "model.keras")
+    loaded = load_classifier(tmp_path / "model.keras")
+    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in clf.layers]
+    layer = MODELS[key].gradcam_layer
+    assert loaded.get_layer(layer).output.shape == clf.get_layer(layer).output.shape
+    for a, b in zip(loaded.weights, clf.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def _write_legacy_weights(model, path):
     from keras.src.legacy.saving import legacy_h5_format
 
@@ -100,35 +184,40 @@ def _write_legacy_weights(model, path):
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
-def test_offline_weights_folder_loads_the_file_and_checks_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("key", ["vgg16", *MODERN_MODELS])
+@pytest.mark.slow  # TensorFlow
+def test_offline_weights_folder_loads_the_file_and_checks_it(key, tmp_path, monkeypatch):
     import keras
 
-    spec = MODELS["vgg16"]
+    spec = MODELS[key]
+    algorithm = "sha256" if key == "convnext_tiny" else "md5"  # as Keras checks each file
     keras.utils.set_random_seed(5)
     donor = build_base(spec, 32, None)
     weights_file = tmp_path / spec.weights_file
     _write_legacy_weights(donor, weights_file)
-    md5 = hashlib.md5(weights_file.read_bytes()).hexdigest()
+    digest = hashlib.new(algorithm, weights_file.read_bytes()).hexdigest()
 
-    # The official md5 does not match our home-made file: refused, with the file and md5 named.
-    with pytest.raises(WeightsError, match=f"has md5 {md5}, expected {spec.weights_md5}"):
+    # The official checksum does not match our home-made file: refused, with the file and checksum named.
+    with pytest.raises(WeightsError, match=f"has {algorithm} {digest}, expected {spec.weights_md5}"):
         resolve_weights(spec, str(tmp_path))
 
-    monkeypatch.setitem(MODELS, "vgg16", dataclasses.replace(spec, weights_md5=md5))
+    monkeypatch.setitem(MODELS, key, dataclasses.replace(spec, weights_md5=digest))
     keras.utils.set_random_seed(99)  # a different random init, so equality proves the file was loaded
-    loaded = build_base(MODELS["vgg16"], 32, str(tmp_path))
+    loaded = build_base(MODELS[key], 32, str(tmp_path))
     for a, b in zip(donor.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_missing_offline_file_names_file_md5_and_where(tmp_path):
-    spec = MODELS["resnet50"]
+@pytest.mark.parametrize("key", list(MODELS))
+def test_missing_offline_file_names_file_md5_and_where(key, tmp_path):
+    spec = MODELS[key]
     with pytest.raises(WeightsError) as e:
         resolve_weights(spec, str(tmp_path))
     msg = str(e.value)
     assert spec.weights_file in msg and spec.weights_md5 in msg and str(tmp_path) in msg and spec.weights_url in msg
 
 
+@pytest.mark.slow  # TensorFlow
 def test_imagenet_without_network_says_what_to_do(tmp_path, monkeypatch):
     """No internet (as in CI): the error points at the offline folder, never a raw traceback."""
     import keras

@@ -167,6 +167,7 @@ def test_study_names_cannot_escape(name, tmp_path):
         StudyStore(tmp_path, name)
 
 
+@pytest.mark.slow  # TensorFlow
 def test_a_model_file_that_would_run_code_is_refused(tmp_path):
     import keras
 

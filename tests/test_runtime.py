@@ -53,6 +53,7 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("key", ["vgg16", "efficientnet_b0"])
+@pytest.mark.slow  # TensorFlow
 def test_mixed_precision_features_are_within_3_percent_of_float32_and_cached_apart(demo_data, key):
     f32, cache32 = _features(demo_data, key)
     mixed, cache_mixed = _features(demo_data, key, runtime.mixed_policy())
@@ -62,6 +63,7 @@ def test_mixed_precision_features_are_within_3_percent_of_float32_and_cached_apa
     assert cache_mixed.dir.name.endswith("-mixed_bfloat16") and cache_mixed.dir.name != cache32.dir.name
 
 
+@pytest.mark.slow  # TensorFlow
 def test_xla_compiled_features_equal_the_plain_forward_pass(demo_data):
     plain, _ = _features(demo_data, "vgg16", xla="off")
     compiled, _ = _features(demo_data, "vgg16", xla="on")
@@ -101,6 +103,7 @@ def test_a_mixed_precision_study_agrees_with_float32_and_saves_a_float32_model(d
     assert np.abs(again - preds["prob_all"].to_numpy()).max() <= 0.10
 
 
+@pytest.mark.slow  # TensorFlow
 def test_runtime_options_are_checked_and_only_precision_changes_the_results_hash():
     base = from_preset("paper")
     h = model_config_hash(base, "vgg16", "data")

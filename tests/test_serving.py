@@ -1,4 +1,6 @@
-"""The dashboard is local by default: started with the project's own config, it listens on loopback only.
+"""Serving the dashboard (issue 16). Local by default: started with the project's own config, it listens on
+loopback only; the demo-build button is offered only on a loopback bind (or when allowed); a login appears only
+when secrets.toml configures one; the study's models load once, in the background, before the first upload.
 
 The addresses are read from the kernel's socket table (/proc/net/tcp and tcp6), never by connecting anywhere
 but 127.0.0.1."""
@@ -7,13 +9,22 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.util import patch_config_options
+
+from cnmc_core.dashboard import classify
+from cnmc_core.dashboard.demo_build import build_allowed, is_local_address
+
+from .helpers import a_cell_file, open_app, texts
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
@@ -79,3 +90,205 @@ def test_the_socket_table_reader_sees_a_wildcard_listener():
         port = s.getsockname()[1]
         seen = _listening(port)
     assert seen and not any(a.is_loopback for a in seen)
+
+
+# ---- the demo build on a server others can reach ---------------------------------------------------
+
+def test_only_loopback_binds_count_as_local():
+    for local in ("localhost", "LOCALHOST", "127.0.0.1", "127.0.0.2", "::1", "[::1]"):
+        assert is_local_address(local), local
+    for shared in ("", None, "0.0.0.0", "::", "192.168.1.20", "10.0.0.5", "lab-server.example.org"):
+        assert not is_local_address(shared), shared
+    assert build_allowed("0.0.0.0", {"CNMC_ALLOW_DEMO_BUILD": "1"}) == (True, "")
+    assert not build_allowed("0.0.0.0", {"CNMC_ALLOW_DEMO_BUILD": "yes"})[0]  # only "1" allows it
+    assert build_allowed("localhost", {})[0]
+    allowed, why = build_allowed("localhost", {"CNMC_ALLOW_DEMO_BUILD": "0"})  # behind a reverse proxy
+    assert not allowed and "python -m cnmc_core demo" in why
+
+
+@pytest.mark.parametrize("address, allow, offered", [  # (localhost, the project's config: tests/test_app.py)
+    ("0.0.0.0", None, False),
+    ("", None, False),  # unset: Streamlit listens on every interface
+    ("0.0.0.0", "1", True),
+])
+def test_the_demo_button_is_offered_only_on_a_local_bind_unless_allowed(tmp_path, monkeypatch, address, allow,
+                                                                         offered):
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))  # no study: the Overview offers the build
+    if allow is None:
+        monkeypatch.delenv("CNMC_ALLOW_DEMO_BUILD", raising=False)
+    else:
+        monkeypatch.setenv("CNMC_ALLOW_DEMO_BUILD", allow)
+    with patch_config_options({"server.address": address}):
+        at = open_app("overview")
+    buttons = [b for b in at.button if b.label == "Build the demo study"]
+    assert len(buttons) == (1 if offered else 0)
+    if not offered:
+        assert "CNMC_ALLOW_DEMO_BUILD=1" in texts(at.caption) and "python -m cnmc_core demo" in texts(at.caption)
+    assert "python -m cnmc_core demo" in texts(at.info)  # the way to build it is always said
+
+
+# ---- the models, loading in the background -------------------------------------------------------------
+
+class _FakePredictor:
+    """Stands in for predict.Predictor: two models, each explained and classified once by the warm-up."""
+
+    def __init__(self):
+        self.models = {"vgg16": None, "efficientnet_b0": None}
+        self.explained, self.classified = [], 0
+
+    def explainer(self, key):
+        return type("E", (), {"explain": lambda _, frame, method: self.explained.append((key, method, frame.size))})()
+
+    def classify_image(self, frame, label):
+        self.classified += 1
+
+    def classify_prepared(self, content, name):
+        self.classified += 1
+
+
+def test_the_background_load_runs_once_starts_when_wanted_and_warms_every_model(monkeypatch):
+    calls, release = [], threading.Event()
+
+    def load(base, name):
+        calls.append((base, name))
+        release.wait(5)
+        return _FakePredictor()
+
+    monkeypatch.setattr(classify, "load_predictor", load)
+    monkeypatch.setattr(classify, "start_tensorflow", lambda: None)
+    stamp = ("/nowhere", f"warm-{time.monotonic_ns()}")
+    first = classify.warm(stamp, 2, delay=30.0)  # a page was drawn: the load waits its turn
+    time.sleep(0.2)
+    assert calls == [] and first.stage == "waiting"
+    assert "0 of 2 models ready" in classify.models_line(first, 2)
+
+    got = []
+    askers = [threading.Thread(target=lambda: got.append(classify.loaded_predictor(stamp))) for _ in range(4)]
+    for t in askers:
+        t.start()  # four sessions drop a file at once: the waiting load starts now, once
+    time.sleep(0.2)
+    assert calls == [stamp] and classify.warm(stamp, 2) is first
+    release.set()
+    for t in askers:
+        t.join(5)
+    assert len(got) == 4 and all(p is got[0] for p in got)
+    p = got[0]
+    assert [k for k, _, _ in p.explained] == ["vgg16", "efficientnet_b0"] and p.classified == 2
+    assert {m for _, m, _ in p.explained} == {classify.WARM_CAM}
+    assert first.stage == "ready" and first.ready == first.total == 2 and len(calls) == 1
+    assert classify.models_line(first, 2).endswith("2 of 2 models ready.")
+
+
+def test_a_failed_background_load_is_raised_to_every_page_that_asks(monkeypatch):
+    def load(base, name):
+        raise FileNotFoundError("study 'x' has no usable model: vgg16: results incomplete")
+
+    monkeypatch.setattr(classify, "load_predictor", load)
+    monkeypatch.setattr(classify, "start_tensorflow", lambda: None)
+    stamp = ("/nowhere", f"broken-{time.monotonic_ns()}")
+    for _ in range(2):
+        with pytest.raises(FileNotFoundError, match="no usable model"):
+            classify.loaded_predictor(stamp)
+    assert classify.load_status(stamp).stage == "failed"
+    assert "could not be loaded" in classify.models_line(classify.load_status(stamp), 1)
+
+
+def test_a_failed_warm_up_still_gives_the_loaded_models(monkeypatch):
+    class Cold(_FakePredictor):
+        def classify_image(self, frame, label):
+            raise RuntimeError("out of memory while tracing")
+
+    monkeypatch.setattr(classify, "load_predictor", lambda base, name: Cold())
+    monkeypatch.setattr(classify, "start_tensorflow", lambda: None)
+    stamp = ("/nowhere", f"cold-{time.monotonic_ns()}")
+    assert isinstance(classify.loaded_predictor(stamp), Cold)
+    assert classify.load_status(stamp).stage == "ready"
+
+
+def test_only_the_newest_loads_are_kept(monkeypatch):
+    monkeypatch.setattr(classify, "load_predictor", lambda base, name: _FakePredictor())
+    monkeypatch.setattr(classify, "start_tensorflow", lambda: None)
+    stamps = [("/nowhere", f"kept-{i}-{time.monotonic_ns()}") for i in range(classify.KEPT + 1)]
+    for s in stamps:
+        classify.loaded_predictor(s)
+    assert classify.load_status(stamps[0]) is None
+    assert all(classify.load_status(s) is not None for s in stamps[1:])
+
+
+def test_background_loading_is_on_in_a_server_off_under_apptest_and_can_be_forced(monkeypatch):
+    monkeypatch.delenv("CNMC_WARM_MODELS", raising=False)
+    assert classify.warm_enabled(app_test=False) and not classify.warm_enabled(app_test=True)
+    monkeypatch.setenv("CNMC_WARM_MODELS", "0")
+    assert not classify.warm_enabled(app_test=False)
+    monkeypatch.setenv("CNMC_WARM_MODELS", "1")
+    assert classify.warm_enabled(app_test=True)
+
+
+def test_a_page_of_the_study_starts_the_load_and_classify_says_how_many_are_ready(tiny_study, tmp_path, monkeypatch):
+    """AppTest (in this process): the Overview starts loading the study's models; the Classify page then says all
+    are ready, and an upload is answered with the models that load, loaded once."""
+    root, name = tiny_study
+    shutil.copytree(Path(root) / name, tmp_path / name)  # a study of its own: no other test has loaded it
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))
+    monkeypatch.setenv("CNMC_WARM_MODELS", "1")
+    loads = []
+    real = classify.load_predictor
+    monkeypatch.setattr(classify, "load_predictor", lambda base, study: loads.append(study) or real(base, study))
+
+    at = open_app("overview")
+    stamp = next(s for s in list(classify._LOADS) if s[0] == str(tmp_path))
+    load = classify.load_status(stamp)
+    assert load.done.wait(300) and load.stage == "ready", load.error
+
+    at.switch_page("views/6_Classify_a_cell.py").run()
+    assert "2 of 2 models ready" in texts(at.caption)
+    cell = a_cell_file(Path(root), name)
+    at.file_uploader(key="upload").set_value((cell.name, cell.read_bytes(), "image/bmp")).run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.metric[0].value in ("ALL", "HEM", "Inconclusive")
+    assert loads == [name]  # the page used the background load's models: loaded once
+
+
+# ---- an optional login (st.login), only when secrets.toml configures one -------------------------------
+
+AUTH = {"redirect_uri": "https://cnmc.lab.example/oauth2callback", "cookie_secret": "a-long-random-string-of-32-chars",
+        "client_id": "cnmc-dashboard", "client_secret": "s3cret",
+        "server_metadata_url": "https://login.lab.example/.well-known/openid-configuration"}
+
+
+def test_with_an_auth_table_in_the_secrets_a_page_shows_only_the_login(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.secrets["auth"] = AUTH
+    at.run()
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Log in"]
+    assert "log in" in texts(at.info) and "no study" not in texts(at.info)  # nothing of the artifacts is shown
+
+    at.user = {"is_logged_in": True, "email": "someone@lab.example"}  # back from the lab's login
+    at.run()
+    assert "no study" in texts(at.info) and [b.label for b in at.sidebar.button] == ["Log out"]
+
+
+def test_without_secrets_there_is_no_login(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))
+    at = open_app("overview")
+    assert "Log in" not in [b.label for b in at.button] and "log in" not in texts(at.info)
+    assert "no study" in texts(at.info)
+
+
+def test_streamlits_clear_session_after_each_run_leaves_the_cached_models_alone():
+    """Streamlit's script runner calls keras.backend.clear_session() after every run (emptying TensorFlow's kernel
+    cache under the cached models); that caller, and only that one, is answered with nothing."""
+    import types
+
+    cleared = []
+    backend = types.SimpleNamespace(clear_session=lambda: cleared.append("cleared"))
+    classify.keep_models_across_script_runs(backend)
+    classify.keep_models_across_script_runs(backend)  # installed once, not wrapped twice
+    runner = {"__name__": classify.STREAMLIT_RUNNER, "backend": backend}
+    exec("def _clean_problem_modules():\n    backend.clear_session()\n", runner)
+    runner["_clean_problem_modules"]()
+    assert cleared == []
+    backend.clear_session()  # anyone else (training, tests) still clears
+    assert cleared == ["cleared"]

@@ -286,3 +286,29 @@ def test_patient_block_is_json_with_its_n_and_intervals():
     assert patient_block(frame, 0.5, n_boot=50)["share_threshold"] == 0.5
     with pytest.raises(ValueError, match="not both"):
         patient_block(frame, 0.5, share_threshold=0.4, training=training)
+
+
+def test_difference_from_the_top_model_orders_models_by_mean_per_patient_accuracy():
+    """The Compare page's chart: each model minus the top one, with the pair's interval and Holm p, read the
+    right way round whichever side of the pair the top model was saved on."""
+    from cnmc_core.dashboard.comparison import from_top
+
+    accuracy = {"A": 0.70, "B": 0.80, "C": 0.75}  # mean per-patient accuracy: B is the top
+    names = list(accuracy)
+    pair = {part: pd.DataFrame(np.nan, index=names, columns=names)
+            for part in ("subject_diff", "subject_low", "subject_high", "p_subject_holm")}
+    for r in names:
+        for c in names:
+            if r != c:
+                d = accuracy[r] - accuracy[c]
+                pair["subject_diff"].loc[r, c] = d
+                pair["subject_low"].loc[r, c], pair["subject_high"].loc[r, c] = d - 0.04, d + 0.04
+                pair["p_subject_holm"].loc[r, c] = 0.01 if {r, c} == {"A", "B"} else 0.6
+    top, frame = from_top(names, pair)
+    assert top == "B"
+    assert list(frame["Model"]) == ["B", "C", "A"]  # the top first, then nearest to farthest
+    row = frame.set_index("Model").loc["A"]
+    assert row["difference"] == pytest.approx(-0.10) and row["low"] == pytest.approx(-0.14)
+    assert row["high"] == pytest.approx(-0.06) and bool(row["significant"])
+    assert not frame.set_index("Model").loc["C", "significant"]
+    assert from_top(names, {"p_holm": pair["p_subject_holm"]})[1].empty  # an old comparison.csv: no chart

@@ -17,7 +17,6 @@ from cnmc_core.images import iter_batches, load_for_model, preprocess
 from cnmc_core.models import base_fingerprint, build_classifier, feature_model, p_all
 from cnmc_core.registry import MODELS
 from cnmc_core.splits import assign
-from cnmc_core.training import fit_on_images, install_head, train_head
 
 
 def _tree_digest(root: Path) -> str:
@@ -84,6 +83,7 @@ def _split_arrays(demo_data):
     return s.root, train, val
 
 
+@pytest.mark.slow  # TensorFlow
 def test_cached_features_are_exactly_the_base_on_image_and_mirror(demo_data, tmp_path):
     import keras
 
@@ -126,6 +126,8 @@ class _Counting:
 
 @pytest.mark.slow
 def test_cached_feature_training_agrees_with_ordinary_fit(demo_data, tmp_path):
+    from cnmc_core.training import fit_on_images, install_head, train_head
+
     """The shortcut gives the same results as model.fit on images with random flips, within seed noise."""
     import keras
 
@@ -170,17 +172,21 @@ def test_cached_feature_training_agrees_with_ordinary_fit(demo_data, tmp_path):
     assert np.mean([m["roc_auc"] for m in ours]) > 0.6  # both actually learned something
 
 
+@pytest.mark.slow  # it trains two heads
 def test_standardised_head_folds_back_into_the_papers_dense_layer():
     """Features at 1e-5 (as random-weight bases give): the paper's head cannot learn from them in
     15 epochs at 1e-3, the standardised one can, and it still is the paper's Dense(2)."""
+    from cnmc_core.training import train_head
+
     rng = np.random.default_rng(0)
     n, dim = 400, 256
     y = rng.integers(0, 2, n)
     feats = (rng.normal(0, 1, (n, 2, dim)) + y[:, None, None] * 0.25) * 1e-5 + 3e-5
     y_val = np.repeat([0, 1], 100)
     val = (rng.normal(0, 1, (200, dim)) + y_val[:, None] * 0.25) * 1e-5 + 3e-5
-    paper = train_head(feats, y, val, y_val, from_preset("paper", weights="none", epochs=15))
-    std = train_head(feats, y, val, y_val, from_preset("paper_std", weights="none", epochs=15))
+    # (Both stop by the same rule, so that only the scaling differs.)
+    paper = train_head(feats, y, val, y_val, from_preset("paper", weights="none", epochs=15, stopping="val_best"))
+    std = train_head(feats, y, val, y_val, from_preset("paper_std", weights="none", epochs=15, stopping="val_best"))
 
     def auc(head):
         return classification_metrics(y_val, p_all(1 / (1 + np.exp(-(val @ head.kernel + head.bias)))))["roc_auc"]
@@ -198,6 +204,7 @@ def test_iter_batches_keeps_order_and_shape(demo_data):
     np.testing.assert_array_equal(batches[1][0], load_for_model(paths[3], 32))
 
 
+@pytest.mark.slow  # TensorFlow
 def test_a_failed_cache_write_stops_feature_extraction(demo_data, tmp_path, monkeypatch):
     """Cache files are written on their own thread; a write that fails (disk full) must not pass unnoticed."""
     import errno

@@ -170,6 +170,7 @@ def test_replicates_are_bounded_by_the_parser(study_copy, capsys):
     assert code == 2 and len(err) == 1 and "argument --replicates: must be from 100 to 100,000" in err[0]
 
 
+@pytest.mark.slow  # TensorFlow
 def test_a_random_bytes_model_file_is_called_broken(tmp_path):
     from cnmc_core.models import load_classifier
 

@@ -5,22 +5,32 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cnmc_core.dashboard import base, overview
+from cnmc_core.dashboard import base, overview, report
 from views import _ui as ui
 
 
 def best_style(table: pd.DataFrame, best: dict[str, list[str]]):
-    """Green and bold for the model the subject-level test says beats every other (nothing when none does)."""
+    """Bold and a pale blue for the model the subject-level test says beats every other (nothing when none does)."""
 
     def column(col: pd.Series) -> list[str]:
         winners = best.get(col.name, [])
-        ours = table["Source"] == base.OURS
-        return ["background-color: rgba(33, 195, 84, 0.25); font-weight: bold"
-                if o and m in winners else "" for o, m in zip(ours, table["Model"])]
+        return ["background-color: #dbe4f0; font-weight: bold" if m in winners else "" for m in table["Model"]]
 
     scores = [*base.METRICS.values(), *base.LOWER_IS_BETTER.values()]
-    numbers = {label: "{:.3f}" for label in scores} | {"Threshold": "{:.2f}"}
-    return table.style.apply(column, subset=list(best)).format(numbers, na_rep="—")
+    numbers = {label: "{:.3f}" for label in scores if label in table} | {"Threshold": "{:.2f}"}
+    return table.style.apply(column, subset=[c for c in best if c in table]).format(numbers, na_rep="—")
+
+
+SHORT = {"Balanced accuracy": "Bal. acc.", "Specificity": "Specif.", "Weighted F1": "W. F1"}  # so 12 columns fit
+HELP = {
+    "Balanced accuracy": "Mean of recall and specificity: accuracy as if both classes were equally common.",
+    "Recall": "Sensitivity for ALL: the share of ALL cells called ALL.",
+    "Specificity": "The share of normal (HEM) cells called HEM.",
+    "Weighted F1": "The F1 of each class weighted by its size (how the C-NMC challenge ranked entries).",
+    "ECE": "Expected calibration error over 10 bins of P(ALL): lower is better.",
+    "Brier": "Mean squared error of P(ALL): lower is better.",
+    "Threshold": "A cell is called ALL when P(ALL) is at least this value (chosen on the training side).",
+}
 
 
 def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> go.Figure:
@@ -32,7 +42,7 @@ def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> go
         error_x={"type": "data", "symmetric": False, "array": part["high"] - part["value"],
                  "arrayminus": part["value"] - part["low"], "thickness": 2, "width": 6},
         marker={"size": 11, "color": [ui.model_color(m) for m in part["Model"]],
-                "symbol": ["diamond" if m == base.ENSEMBLE_NAME else "circle" for m in part["Model"]]},
+                "symbol": [ui.palette.model_style(m).symbol for m in part["Model"]]},
         customdata=part[["low", "high"]].to_numpy(),
         hovertemplate=f"%{{y}}<br>{label} %{{x:.3f}}<br>95% interval %{{customdata[0]:.3f}} – "
                       "%{customdata[1]:.3f}<extra></extra>",
@@ -43,7 +53,7 @@ def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> go
     if len(paper):
         fig.add_trace(go.Scatter(
             x=paper[label], y=paper["Model"], mode="markers", name=base.PAPER,
-            marker={"size": 11, "symbol": "circle-open", "color": "grey", "line": {"width": 2}},
+            marker={"size": 11, "symbol": "circle-open", "color": ui.palette.REFERENCE_GREY, "line": {"width": 2}},
             hovertemplate=f"%{{y}}, {base.PAPER}<br>{label} %{{x:.3f}}<extra></extra>",
         ))
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=list(part["Model"]))
@@ -52,37 +62,58 @@ def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> go
     return fig
 
 
-def page() -> None:
-    data = ui.start("Overview", home=True)
-    with_paper = ui.toggle("Show the paper's Table I as reference rows", "paper", True)
-    view = ui.view(overview.overview, data, with_paper)
-
-    st.subheader(f"Study {ui.code(data.name)}")
-    facts, splits = st.columns([3, 2])
-    facts.markdown("\n".join(f"- **{k}:** {ui.code(v)}" for k, v in view.facts.items()))  # values from study.json
-    splits.dataframe(view.splits, hide_index=True, width="stretch")
-    splits.caption(f"Images and subjects per split ({int(view.splits['images'].sum())} images). "
-                   "Splits are by subject: no person is in two splits.")
+def first_screen(data: base.StudyData, view: overview.Overview) -> bool:
+    """What this is, the answer in words, then the table that fits the page; how the study ran is folded away."""
+    st.markdown(overview.INTRO)
+    st.page_link("views/8_About.py", label="About: the protocol, the data and the paper", icon="ℹ️")
+    if view.takeaway:
+        st.markdown(f"**{view.takeaway}**")
 
     st.subheader("Metrics on the validation split")
-    if view.verdict:
-        st.markdown(f"**{view.verdict}**")
-    st.dataframe(best_style(view.table, view.best), hide_index=True, width="stretch", placeholder="—",
-                 height=35 * (len(view.table) + 1) + 3)  # every row visible, no inner scrolling
+    labels = {c: st.column_config.NumberColumn(SHORT.get(c, c), help=HELP.get(c), format="%.2f" if c == "Threshold"
+                                               else "%.3f") for c in view.ours.columns if c != "Model"}
+    st.dataframe(best_style(view.ours, view.best), hide_index=True, width="stretch", placeholder="—",
+                 column_config=labels, height=35 * (len(view.ours) + 1) + 3)  # every row visible, no inner scrolling
+    n = view.table.loc[view.table["Source"] == base.OURS, "Val. images"].max()
     st.caption(
-        "ALL (leukemic lymphoblast) is the positive class; recall is sensitivity for ALL. Weighted F1: the F1 of each "
-        "class weighted by its size (how the C-NMC challenge ranked entries). ECE: expected calibration error "
-        "(10 bins of P(ALL)); Brier: mean squared error of P(ALL); lower is better for both. Green marks a model only "
-        "when the paired sign-flip test over patients (Compare page) says it beats every other model, and only in "
-        "the columns it also leads. Click a column header to sort. "
-        + (f"**{base.ENSEMBLE_NAME}** averages the P(ALL) of {', '.join(view.members)} and calls ALL at its "
-           "threshold (0.5: it has no training-side predictions to tune one on); "
-           "it is not trained itself. " if view.members else "")
-        + ("The paper's rows report only accuracy, precision and recall (its Table I)." if with_paper else "")
+        f"Unit: cell, N = {n} validation cells of people no model was trained on. ALL (leukemic lymphoblast) is the "
+        "positive class; recall is sensitivity for ALL. Hover a column header for what it means; click it to sort. "
+        "Bold marks a model only when the paired sign-flip test over patients (**Compare** page) says it beats "
+        "every other model, and only in the columns it also leads. "
+        + (f"**{base.ENSEMBLE_NAME}** averages the P(ALL) of {', '.join(view.members)} and calls ALL at 0.5; it "
+           "is not trained itself." if view.members else "")
     )
+    with_paper = ui.toggle("Show the paper's Table I beside this study", "paper", True)
+    if with_paper and not view.paper.empty:
+        st.markdown("**Beside the paper (Vijesh & Sikka, Table I: validation accuracy, precision, recall)**")
+        def short(column: str) -> str:  # "Precision, this study" -> "Prec. here": ten columns fit the page
+            for word, abbreviation in (("Accuracy", "Acc."), ("Precision", "Prec."), ("Recall", "Recall")):
+                column = column.replace(word, abbreviation)
+            return column.replace(", paper", " paper").replace(", this study", " here").replace(" difference", " Δ")
+
+        st.dataframe(view.paper, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(short(c), help=c, format="%+.3f" if "difference" in c else "%.3f")
+            for c in view.paper.columns if c != "Model"})
+        st.caption("Δ: this study − the paper (hover a header for its full name). The paper split its data "
+                   "differently and reports no interval, so a difference is a pointer, not a test.")
     st.download_button("Download the table as CSV (with the 95% intervals)", view.csv,
                        file_name=f"{data.name}_metrics.csv",
                        mime="text/csv", icon="⬇️")
+
+    with st.expander("How this study was run: data, split, compute, paths"):
+        st.markdown(f"Study {ui.code(data.name)}")
+        facts, splits = st.columns([3, 2])
+        facts.markdown("\n".join(f"- **{k}:** {ui.code(v)}" for k, v in view.facts.items()))  # values from study.json
+        splits.dataframe(view.splits, hide_index=True, width="stretch")
+        splits.caption(f"Images and subjects per split ({int(view.splits['images'].sum())} images). "
+                       "Splits are by subject: no person is in two splits.")
+    return with_paper
+
+
+def page() -> None:
+    data = ui.start("Overview", home=True)
+    view = ui.view(overview.overview, data, True)
+    with_paper = first_screen(data, view)
 
     if not view.patients.empty:
         st.subheader("Per patient")
@@ -104,6 +135,14 @@ def page() -> None:
                      "independent, so this is how much the number could move with other patients. Overlapping "
                      "intervals do not mean equal models; the **Compare** page tests each pair.")
         chart.plotly_chart(interval_chart(view, metric, with_paper), key="intervals", config={"displayModeBar": False})
+
+    st.subheader("Take the study with you")
+    st.download_button(  # a callable: the report is built only when the button is clicked, on its own thread
+        "Download the study report (one HTML file)", lambda: report.report_bytes(data),
+        file_name=report.report_file_name(data), mime="text/html", icon="📄", on_click="ignore")
+    st.caption("Metrics with intervals and the paper's rows, confusion matrices, ROC / PR and calibration, the "
+               "significance tests, the Grad-CAM gallery and the study's facts in one file that opens in any browser "
+               "without a server or a network. It takes a few seconds to build after the click.")
 
 
 ui.run(page)

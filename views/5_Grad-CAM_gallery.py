@@ -7,7 +7,7 @@ import streamlit as st
 from cnmc_core.dashboard import base, classify, gallery_view
 from views import _ui as ui
 
-ONE_CELL, ONE_MODEL = "One cell, every model", "One model, many cells"
+MODES = {"cell": "One cell, every model", "model": "One model, many cells"}  # link value -> label
 CLASSES = {"both": "both classes", "ALL": "true ALL", "HEM": "true HEM"}
 OUTCOMES = {"both": "right and wrong", "right": "right only", "wrong": "wrong only"}
 PER_ROW = 4
@@ -18,12 +18,12 @@ def gallery(stamp: tuple) -> gallery_view.GalleryView | None:
     return gallery_view.load_gallery(stamp[0], stamp[1])
 
 
-def picture(column, image, caption: str) -> None:
+def picture(column, image, caption: str, alt: str) -> None:
     """An image of the gallery, or one line where its file is missing, broken or refused."""
     if image is None:
         column.caption(f"{caption}: the gallery file is missing, broken, or not a plain file of the study")
     else:
-        column.image(image, caption=caption, width="stretch")
+        column.image(image, caption=caption, width="stretch", alt=alt)
 
 
 def page() -> None:
@@ -41,16 +41,20 @@ def page() -> None:
                    + ", ".join(ui.code(base.model_name(k)) for k in stale)
                    + ". Rerun the study's command to refresh it.")
     method = ui.code(shown.method)  # as the study's index.json names it
-    st.caption(f"{len(shown.cells)} validation cells, {method} on each model's last convolutional block. "
-               "The heatmap shows the evidence for the class the model predicts.")
+    st.caption(f"{len(shown.cells)} validation cells. Warm colours show where in the picture each model found the "
+               "evidence for the class it called.")
+    with st.expander("How the heatmaps are made"):
+        st.caption(f"{method} on each model's last convolutional block, computed when the study ran.")
 
-    mode = st.radio("View", [ONE_CELL, ONE_MODEL], horizontal=True, key="gallery_mode")
+    mode = ui.choice("View", list(MODES), "gallery_mode", "cell", radio=True, horizontal=True, format_func=MODES.get)
     left, middle, right = st.columns(3)
-    label = left.selectbox("True class", list(CLASSES), format_func=CLASSES.get, key="gallery_class")
-    outcome = middle.selectbox("Classified", list(OUTCOMES), format_func=OUTCOMES.get, key="gallery_outcome")
-    opacity = right.slider("Heatmap opacity", 0.0, 1.0, classify.DEFAULT_OPACITY, 0.05, key="gallery_opacity")
+    label = ui.choice("True class", list(CLASSES), "gallery_class", "both", container=left, format_func=CLASSES.get)
+    outcome = ui.choice("Classified", list(OUTCOMES), "gallery_outcome", "both", container=middle,
+                        format_func=OUTCOMES.get)
+    opacity = ui.slider("Heatmap opacity", "gallery_opacity", 0.0, 1.0, classify.DEFAULT_OPACITY, 0.05,
+                        container=right)
     model = None
-    if mode == ONE_MODEL:
+    if mode == "model":
         model = ui.choice("Model", shown.models, "gallery_model", shown.models[0], format_func=base.model_name)
     cells = shown.select(label=None if label == "both" else label,
                          correct=None if outcome == "both" else outcome == "right", model=model)
@@ -58,23 +62,27 @@ def page() -> None:
     if not cells:
         st.info(f"No cell of the gallery is {CLASSES[label]} and {OUTCOMES[outcome]} {judged}.")
         return
-    st.image(classify.colour_bar(), caption=f"{method} colours")
+    st.image(classify.colour_bar(), caption="heatmap colours: no evidence (left) to the strongest (right)",
+             alt="Colour scale of the heatmaps, from no evidence on the left to the strongest on the right")
 
-    if mode == ONE_CELL:
+    if mode == "cell":
         ids = [c["id"] for c in cells]
-        cell_id = st.selectbox(f"Cell (right or wrong {judged})", ids, format_func=shown.option_label,
-                               key="gallery_cell")
+        cell_id = ui.choice(f"Cell (right or wrong {judged})", ids, "gallery_cell", ids[0],
+                            format_func=shown.option_label)
         st.caption(ui.code(shown.cell_caption(cell_id)))  # captions carry text from the study's index.json
-        columns = st.columns(PER_ROW)
-        picture(columns[0], shown.image(cell_id), "the cell")
-        for i, key in enumerate(shown.models, start=1):
-            picture(columns[i % PER_ROW], shown.overlay(cell_id, key, opacity), ui.code(shown.caption(cell_id, key)))
+        tiles = [(shown.image(cell_id), "the cell", f"The cell: {shown.cell_caption(cell_id)}")]
+        tiles += [(shown.overlay(cell_id, key, opacity), ui.code(shown.caption(cell_id, key)),
+                   f"{base.model_name(key)} heatmap over the cell: {shown.caption(cell_id, key)}")
+                  for key in shown.models]
     else:
         st.caption(f"{len(cells)} cells; right or wrong {judged}.")
-        for start in range(0, len(cells), PER_ROW):
-            for column, cell in zip(st.columns(PER_ROW), cells[start:start + PER_ROW]):
-                picture(column, shown.overlay(cell["id"], model, opacity),
-                        ui.code(f"{shown.cell_caption(cell['id'])}. {shown.caption(cell['id'], model)}"))
+        tiles = [(shown.overlay(c["id"], model, opacity),
+                  ui.code(f"{shown.cell_caption(c['id'])}. {shown.caption(c['id'], model)}"),
+                  f"{base.model_name(model)} heatmap: {shown.cell_caption(c['id'])}. {shown.caption(c['id'], model)}")
+                 for c in cells]
+    for start in range(0, len(tiles), PER_ROW):  # one row of columns per row of pictures: the rows line up
+        for column, (image, caption, alt) in zip(st.columns(PER_ROW), tiles[start:start + PER_ROW]):
+            picture(column, image, caption, alt)
 
     with st.expander("Sanity check: is the heat on the cell?"):
         st.caption("A model that looks at the cell puts more of its heat there than the cell's share of the frame. "

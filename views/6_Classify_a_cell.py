@@ -1,26 +1,32 @@
 """Classify a cell: drop one or many single-cell images, smear crops or fields (each white cell found is made into
-a C-NMC-style frame, unless the preparation is switched off); P(ALL) from every model of the study, the
-ensemble, how many agree, how sure they are, whether the image looks like a training cell, and where
-each model looked (Grad-CAM). Research use only. Uploads stay in memory; nothing is written; file names
-are shown as literal text (a code span), never as Markdown or HTML."""
+a C-NMC-style frame, unless the preparation is switched off), or try a generated example; P(ALL) from every model of
+the study, the answer (ALL, HEM or Inconclusive, with the reasons), how many agree, each model's track record on the
+validation cells, whether the image looks like a training cell, the nearest training cells, and where each model
+looked (Grad-CAM); a summary line and a CSV of all results. Research use only. Uploads stay in memory; nothing is
+written; file names are shown as literal text (a code span), never as Markdown or HTML."""
+
+import re
 
 import streamlit as st
 
 from cnmc_core.dashboard import base
 from cnmc_core.dashboard import classify as classify_view
+from cnmc_core.dashboard import classify_answer as answer_view
 from views import _ui as ui
 
 TYPES = ["bmp", "png", "jpg", "jpeg", "tif", "tiff", "gif"]
 OFF = "off"
 CAM_CHOICES = [*classify_view.CAM_METHODS, OFF]
 DISPLAY_SIDE = 480  # pixels; what the page keeps of each image and heatmap
+NO_REFERENCES = "none"
+PLAIN_ID = re.compile(r"[A-Za-z0-9_.-]{1,24}")  # a patient id shown in a caption; anything else is not shown
 
 
 @st.cache_resource(show_spinner="Loading the study's models (the first time, TensorFlow starts: about 10-20 s) …",
                    max_entries=2)
 def predictor(stamp: tuple):
     """Every model of the study, loaded once per process and per version of its files."""
-    return classify_view.load_predictor(stamp[0], stamp[1])
+    return classify_view.loaded_predictor(stamp)  # the background load's, if a page started it (ui.warm_models)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -30,18 +36,20 @@ def classify(stamp: tuple, content: bytes, name: str, cam: str | None, prepare: 
     return classify_view.classify_upload(_predictor, content, name, cam, DISPLAY_SIDE, prepare, um_per_px)
 
 
-def show_upload(upload_name: str, upload, models, opacity: float) -> None:
+def show_upload(upload_name: str, upload, view: dict) -> None:
     st.subheader(ui.code(upload_name), divider="gray")  # the name as typed, never as Markdown or HTML
     if upload.outlined is not None:
-        st.image(upload.outlined, caption="as uploaded, with the white cells found (numbered in reading order)",
-                 width="stretch")
+        numbers = ", ".join(str(c.result["cell"]) for c in upload.cells if "cell" in c.result)
+        st.image(upload.outlined, caption=f"as uploaded, with the white cells found (numbered in reading order: "
+                                          f"{numbers})", width="stretch",
+                 alt=f"The uploaded image with an outline and a number on each white cell found ({numbers})")
     for note in upload.notes:
         st.caption(note)
     for out in upload.cells:
-        show_one(upload_name, out, classify_view.model_table(models, out.result), opacity)
+        show_one(upload_name, out, view)
 
 
-def show_one(upload_name: str, out, table, opacity: float) -> None:
+def show_one(upload_name: str, out, view: dict) -> None:
     result = out.result
     if "error" in result:
         st.error(f"{ui.code(upload_name)} cannot be classified: {result['error']}")
@@ -58,35 +66,86 @@ def show_one(upload_name: str, out, table, opacity: float) -> None:
                    + " ".join(f"{r[0].upper()}{r[1:]}." for r in result["ood"]["reasons"]), icon="⚠️")
     if out.cell is not None and out.cell.prepared:
         before, image, answer = st.columns([1, 1, 2])
-        before.image(out.cell.frame_before_norm, caption="prepared frame, before stain normalisation", width="stretch")
-        image.image(out.image, caption="after normalisation: what the models see", width="stretch")
+        before.image(out.cell.frame_before_norm, caption="prepared frame, before stain normalisation", width="stretch",
+                     alt="The cell cut out and centred on black, in the upload's own colours")
+        image.image(out.image, caption="after normalisation: what the models see", width="stretch",
+                    alt="The prepared cell in the training cells' stain colours, as the models see it")
     else:
         image, answer = st.columns([1, 2])
-        image.image(out.image, caption="as uploaded (converted to RGB)", width="stretch")
-    answer.metric("Ensemble call (mean P(ALL) of the models)", result["label"], f"P(ALL) = {result['ensemble']:.3f}",
-                  delta_color="off", delta_arrow="off")
+        image.image(out.image, caption="as uploaded", width="stretch",
+                    alt="The uploaded cell image, as the models see it")
+    inconclusive = result["label"] == answer_view.INCONCLUSIVE
+    answer.metric("Ensemble call (mean P(ALL) of the models)", "Inconclusive" if inconclusive else result["label"],
+                  f"P(ALL) = {result['ensemble']:.3f}", delta_color="off", delta_arrow="off")
+    if inconclusive:
+        answer.warning("**Inconclusive:** " + "; ".join(result["reasons"]) + f". The ensemble alone would say "
+                       f"{result['call']}; every model's P(ALL) is below.", icon="❔")
     answer.markdown(f"**Agreement:** {result['agreement']}  \n**Uncertainty:** {result['uncertainty']}")
-    answer.dataframe(table, hide_index=True, width="stretch",
-                     column_config={"P(ALL)": st.column_config.ProgressColumn("P(ALL)", min_value=0.0, max_value=1.0,
-                                                                              format="%.3f")})
+    answer.dataframe(answer_view.answer_table(view["models"], result, view["records"]), hide_index=True,
+                     width="stretch", column_config={"P(ALL)": st.column_config.ProgressColumn(
+                         "P(ALL)", min_value=0.0, max_value=1.0, format="%.3f")})
+    if line := answer_view.ensemble_record(result, view["records"]):
+        answer.caption(line)
     for reason in result.get("unavailable", {}).values():
         answer.warning(f"Not used: {ui.code(reason)}")
+    show_references(out, view)
     if out.heatmaps:
         columns = st.columns(min(4, len(out.heatmaps)))
         for i, (key, e) in enumerate(out.heatmaps.items()):
             note = " (no location adds evidence for it)" if e.empty else ""
             columns[i % len(columns)].image(
-                classify_view.heatmap_overlay(out.image, e.heatmap, opacity), width="stretch",
+                classify_view.heatmap_overlay(out.image, e.heatmap, opacity=view["opacity"]), width="stretch",
                 caption=f"{base.model_name(key)}: evidence for {e.target}{note}",
+                alt=f"Heatmap of where {base.model_name(key)} found evidence for {e.target}, over the cell",
             )
+
+
+def show_references(out, view: dict) -> None:
+    """The nearest training cells of each class in the chosen model's feature space, as thumbnails."""
+    key = view["reference_model"]
+    if key == NO_REFERENCES:
+        return
+    found = answer_view.reference_cells(view["models"], out, key)
+    if isinstance(found, str):
+        st.info(f"No reference cells for {base.model_name(key)}: {found}")
+        return
+    st.markdown(f"**Reference cells:** the training cells nearest to this one in {base.model_name(key)}'s feature "
+                "space, per class (the distance is in standardised feature units)")
+    shown = [(cls, n) for cls in ("ALL", "HEM") for n in found[cls]]
+    for column, (cls, n) in zip(st.columns(max(1, len(shown))), shown):
+        patient = n.subject if PLAIN_ID.fullmatch(n.subject) else "?"
+        caption = f"{cls} (training), patient {patient}, distance {n.distance:.1f}"
+        picture = ui.thumbnail(view["stamp"], n.path)
+        if picture is None:
+            column.caption(f"{caption}: the image is not available here")
+        else:
+            column.image(picture, caption=caption, width="stretch", alt=f"Reference training cell: {caption}")
+
+
+def examples_row() -> None:
+    """The generated examples a first-time visitor can try with one click (chosen one stays until cleared)."""
+    names = answer_view.example_names()
+    st.caption("No file at hand? Try a generated example (synthetic smears drawn by this program, not patients):")
+    for i, (column, name) in enumerate(zip(st.columns(len(names)), names)):
+        column.image(answer_view.example_preview(name), caption=name, width="stretch",
+                     alt=f"Preview of the {name}: a synthetic smear crop drawn by this program")
+        if column.button("Try this generated example", key=f"example_{i}", width="stretch"):
+            st.session_state["example"] = name
+    if st.session_state.get("example") in names:
+        chosen, clear = st.columns([3, 1])
+        chosen.info(f"Showing {st.session_state['example']} (synthetic).")
+        if clear.button("Clear the example", key="clear_example"):
+            st.session_state["example"] = None
 
 
 def page() -> None:
     data = ui.start("Classify a cell", notice=ui.RESEARCH_ONLY)
+    ui.models_ready(data)  # "k of n models ready", live while they load in the background
     uploads = st.file_uploader(
         "Single-cell images (C-NMC style frames), smear crops or fields; one or many", type=TYPES,
         accept_multiple_files=True, key="upload",
     )
+    examples_row()
     prep, scale = st.columns(2)
     prepare = prep.toggle("Prepare smear crops (find white cells)", value=True, key="prepare",
                           help="Find each white cell, rescale the crop to C-NMC's scale, black out the rest and "
@@ -102,7 +161,18 @@ def page() -> None:
                               "(Score-CAM is slower: 64 masked passes per model).")
     opacity = right.slider("Heatmap opacity", 0.0, 1.0, classify_view.DEFAULT_OPACITY, 0.05, key="opacity",
                            disabled=cam == OFF)
-    if not uploads:
+    keys = list(data.models)
+    records = ui.view(answer_view.track_records, data)
+    best = answer_view.best_model(records, keys)
+    reference_model = st.selectbox(
+        "Reference cells from the feature space of", [*keys, NO_REFERENCES], key="reference_model",
+        index=keys.index(best) if best in keys else len(keys),
+        format_func=lambda k: "no reference cells" if k == NO_REFERENCES else base.model_name(k),
+        help="The nearest training cells of each class, as that model sees them (default: the best validation AUC)")
+    inputs = [(upload.name, upload.getvalue()) for upload in uploads or []]
+    if st.session_state.get("example") in answer_view.example_names():
+        inputs.append(answer_view.example_upload(st.session_state["example"]))
+    if not inputs:
         st.caption("Upload images to see P(ALL) from each model, their mean (the ensemble), how many agree, and "
                    "where each looked.")
         st.caption(ui.RESEARCH_ONLY)
@@ -114,25 +184,28 @@ def page() -> None:
         return
 
     outcomes = []
-    with st.spinner(f"Classifying {len(uploads)} image(s) …"):
-        for upload in uploads:
-            out = classify(data.stamp, upload.getvalue(), upload.name, None if cam == OFF else cam, prepare,
+    with st.spinner(f"Classifying {len(inputs)} image(s) …"):
+        for name, content in inputs:
+            out = classify(data.stamp, content, name, None if cam == OFF else cam, prepare,
                            um_per_px if prepare else None, models)
-            outcomes.append((upload.name, out))
+            outcomes.append((name, out))
     results = [cell.result for _, out in outcomes for cell in out.cells]
     if len(results) > 1:
-        frame = classify_view.results_frame(results)
-        st.subheader("All files")
-        st.dataframe(frame, hide_index=True, width="stretch")
-        st.download_button("Download this table (CSV)", ui.csv_safe(frame).to_csv(index=False), "cnmc_predictions.csv",
-                           "text/csv",
-                           icon="⬇️")
+        st.subheader("All files")  # every result of every upload (tests name this heading)
+        st.markdown(f"**{answer_view.batch_summary(results)}**")
+        st.dataframe(classify_view.results_frame(results), hide_index=True, width="stretch")
+    export = ui.csv_safe(answer_view.export_frame(models, results))
+    st.download_button("Download the results (CSV: study, config hash, time, research-use and synthetic flags)",
+                       export.to_csv(index=False), "cnmc_predictions.csv", "text/csv", icon="⬇️", key="export")
+    st.caption(answer_view.record_note(records))
     if cam != OFF:
         st.image(classify_view.colour_bar(),
                  caption=f"{classify_view.CAM_METHODS[cam]} colours: where the evidence for the class shown is "
-                         "strongest")
+                         "strongest", alt="Colour scale of the heatmaps, from no evidence to the strongest")
+    view = {"models": models, "records": records, "reference_model": reference_model, "stamp": data.stamp,
+            "opacity": opacity}
     for name, out in outcomes:
-        show_upload(name, out, models, opacity)
+        show_upload(name, out, view)
     st.caption(ui.RESEARCH_ONLY)
 
 

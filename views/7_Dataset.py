@@ -6,7 +6,7 @@ import streamlit as st
 from cnmc_core.dashboard import dataset_view, thumbnails
 from views import _ui as ui
 
-CLASS_COLORS = {"ALL": "#d62728", "HEM": "#1f77b4", "unlabelled": "#aaaaaa"}
+CLASS_COLORS = ui.palette.CLASS_COLORS  # the classes' own colours: never a model's, never the accent
 
 
 def page() -> None:
@@ -18,7 +18,9 @@ def page() -> None:
     fig = px.bar(view.balance, x="Split", y="Images", color="Class", barmode="group", text="Images",
                  color_discrete_map=CLASS_COLORS)
     fig.update_layout(height=340, margin={"t": 10, "b": 10})
-    balance.plotly_chart(fig, key="balance")
+    totals = view.balance.groupby("Class")["Images"].sum()
+    balance.plotly_chart(fig, key="balance", alt="Images per class and split: "
+                         + ", ".join(f"{cls} {int(n)}" for cls, n in totals.items()))
     subjects.markdown("**Subjects (people) per split**")
     subjects.dataframe(view.subjects, hide_index=True, width="stretch")
     subjects.caption("Every split is by subject: all cells of one person are in one split. "
@@ -37,7 +39,8 @@ def page() -> None:
                 png = ui.thumbnail(data.stamp, row.image)
                 subject = ui.code(row.subject)  # from the study's split.csv
                 if png:
-                    col.image(png, caption=f"subject {subject}", width="stretch")
+                    col.image(png, caption=f"subject {subject}", width="stretch",
+                              alt=f"A {cls} cell of subject {row.subject}")
                 else:
                     col.caption(f"subject {subject}: unreadable, or outside the trusted data folders")
 

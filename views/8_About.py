@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cnmc_core.dashboard import base
+from cnmc_core.dashboard import about, base
 from views import _ui as ui
 
 PROTOCOL = """
@@ -63,6 +63,8 @@ def page() -> None:
     st.markdown(GPU)
     st.markdown("To try everything without the data: `python -m cnmc_core demo` builds a small synthetic study "
                 "(generated cells, random weights) in 2-3 minutes on a CPU.")
+    st.subheader("Smear crops, and the answer on the Classify page")
+    st.markdown(about.preparation_markdown())
     st.subheader("The reference paper")
     st.markdown(PAPER)
     st.subheader("Research use only")

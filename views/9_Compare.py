@@ -57,6 +57,38 @@ def p_matrix(view: comparison.CompareView) -> go.Figure:
     return fig
 
 
+def from_top_chart(view: comparison.CompareView) -> go.Figure:
+    """Each model's mean per-patient accuracy minus the top model's, with its 95% patient interval."""
+    frame = view.from_top
+    labels = [ui.plotly_text(m) for m in frame["Model"]]
+    colours = ["#1b7837" if sig else "#8c8c8c" for sig in frame["significant"]]
+    fig = go.Figure(go.Scatter(
+        x=frame["difference"], y=labels, mode="markers", marker={"size": 11, "color": colours},
+        error_x={"type": "data", "symmetric": False, "array": (frame["high"] - frame["difference"]).fillna(0),
+                 "arrayminus": (frame["difference"] - frame["low"]).fillna(0), "thickness": 2, "width": 5},
+        customdata=frame[["low", "high", "p_holm"]].to_numpy(),
+        hovertemplate="%{y} − " + ui.plotly_text(view.top) + ": %{x:+.3f}<br>95%: %{customdata[0]:+.3f} to "
+                      "%{customdata[1]:+.3f}<br>p (patients, Holm) %{customdata[2]:.4f}<extra></extra>",
+    ))
+    fig.add_vline(x=0, line={"color": "grey", "dash": "dot"})
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=110 + 36 * len(frame), margin={"t": 40, "b": 10, "l": 10, "r": 10},
+                      xaxis={"title": f"mean per-patient accuracy − {view.top}", "tickformat": "+.2f"},
+                      title={"text": f"Unit: patient · N = {view.verdict.n_subjects} patients",
+                             "font": {"size": 13}})
+    return fig
+
+
+def from_top_section(view: comparison.CompareView) -> None:
+    if view.from_top is None or len(view.from_top) < 2:
+        return
+    st.plotly_chart(from_top_chart(view), key="from_top", config={"displayModeBar": False})
+    st.caption(f"Each model's mean per-patient accuracy (each model at its own threshold) minus that of "
+               f"{view.top}, the highest, with its 95% class-stratified patient-bootstrap interval. Green: the "
+               f"paired sign-flip test over patients finds the gap real (Holm-adjusted p < {ALPHA:g}); grey: it "
+               "could be chance, whatever the point says.")
+
+
 def reliability_grid(view: comparison.CompareView) -> go.Figure:
     """One reliability diagram per row: bars = share of ALL in each P(ALL) bin, dash = the bin's mean P(ALL)."""
     names = list(view.ece)
@@ -96,7 +128,9 @@ def subject_heatmap(frame) -> go.Figure:
     rows = zip(frame["Subject"], frame["Class"], frame["Cells"])
     labels = [ui.plotly_text(f"{s} ({c}, {n} cells)") for s, c, n in rows]
     fig = go.Figure(go.Heatmap(
-        z=frame[models].to_numpy(dtype=float), x=models, y=labels, zmin=0, zmax=1, colorscale="RdYlGn", xgap=1, ygap=1,
+        # cividis, not red-yellow-green: dark (few called right) to yellow (all), the same under colour blindness
+        z=frame[models].to_numpy(dtype=float), x=models, y=labels, zmin=0, zmax=1, colorscale=ui.palette.SEQUENTIAL,
+        xgap=1, ygap=1,
         texttemplate="%{z:.0%}", colorbar={"title": {"text": "called right"}, "tickformat": ".0%"},
         hovertemplate="subject %{y}<br>%{x}: %{z:.0%} of the cells called right<extra></extra>",
     ))
@@ -143,7 +177,8 @@ def pairs_section(view: comparison.CompareView, data: base.StudyData) -> None:
     if view.recompute:
         st.warning(view.recompute, icon="🔁")
     left, right = st.columns([3, 2])
-    left.plotly_chart(p_matrix(view), key="p_matrix", config={"displayModeBar": False})
+    left.plotly_chart(p_matrix(view), key="p_matrix", config={"displayModeBar": False},
+                      alt=f"Adjusted p-value of every pair of models; {view.verdict.sentence}")
     n = len(view.pairs)
     if view.verdict.tested:
         right.markdown(
@@ -183,13 +218,30 @@ def patients_section(view: comparison.CompareView) -> None:
                "bootstrap over patients. With so few patients the intervals are wide.")
 
 
+def cv_section(view: comparison.CompareView) -> None:
+    if view.cv is None or view.cv.empty:  # a study trained without --split cv
+        return
+    st.subheader("Cross-validated over the training patients")
+    number = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(view.cv, hide_index=True, width="stretch", column_config={
+        c: number for c in view.cv.columns if c.startswith(("AUC", "Bal. acc.", "Fold AUC"))})
+    n = int(view.cv["Subjects"].max())
+    st.caption(f"Unit: cell, N = {int(view.cv['Cells'].max())} training cells of {n} patients; intervals resample "
+               "patients within each class. Each training cell's P(ALL) comes from the head trained without its "
+               "fold (out-of-fold), so these figures rest on every training patient and no fold chose anything for "
+               "itself; ranked by out-of-fold AUC. Fold AUC min / max / SD: the spread over the folds.")
+
+
 def calibration_section(view: comparison.CompareView) -> None:
     st.subheader("Calibration: reliability diagrams")
-    st.plotly_chart(reliability_grid(view), key="reliability", config={"displayModeBar": False})
+    st.plotly_chart(reliability_grid(view), key="reliability", config={"displayModeBar": False},
+                    alt="Reliability diagram of each model: "
+                        + ", ".join(f"{m} ECE {e:.3f}" for m, e in view.ece.items()))
     st.caption("Validation cells in 10 equal-width bins of P(ALL). A calibrated model's bars reach the diagonal: of "
                "the cells it gives P(ALL) ≈ 0.8, about 80% are ALL. The black dash is the bin's mean P(ALL); ECE is "
                "the size-weighted mean gap between bar and dash. Bars above the diagonal: the model is too unsure of "
                "ALL; below: too sure.")
+    st.caption(comparison.P_ALL_DEFINITION)
 
 
 def subjects_section(view: comparison.CompareView, data: base.StudyData) -> None:
@@ -197,7 +249,9 @@ def subjects_section(view: comparison.CompareView, data: base.StudyData) -> None
     if view.subjects.empty:
         st.info(f"No accuracy per subject is saved for this study. Compute it: `{base.stats_command(data)}`")
         return
-    st.plotly_chart(subject_heatmap(view.subjects), key="subjects", config={"displayModeBar": False})
+    st.plotly_chart(subject_heatmap(view.subjects), key="subjects", config={"displayModeBar": False},
+                    alt=f"Share of each of {len(view.subjects)} validation patients' cells called right, per model, "
+                        "hardest patient first")
     st.caption("Share of each validation subject's cells called right (at each model's threshold), hardest first "
                "(lowest mean over the models). For an ALL subject this is its sensitivity, for a HEM subject its "
                "specificity. A subject hard for every model may look atypical, or be worth a second look at its "
@@ -241,10 +295,14 @@ def page() -> None:
     view = ui.view(comparison.compare, data)
     if view.verdict.sentence:
         st.markdown(f"**{view.verdict.sentence}**")
+    from_top_section(view)
+    if view.stopping:
+        st.caption(view.stopping)
     if view.note:
         st.info(view.note, icon="ℹ️")
     pairs_section(view, data)
     patients_section(view)
+    cv_section(view)
     calibration_section(view)
     subjects_section(view, data)
     studies_section(data)

@@ -11,27 +11,31 @@ through `code()`: literally, never as Markdown. A shared study is input from som
 from __future__ import annotations
 
 import html
+import math
 import re
 import traceback
 from collections.abc import Callable
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
+from streamlit import config as streamlit_config  # (AppTest patches its get_option, not st's)
 
-from cnmc_core.dashboard import base, demo_build, thumbnails
+from cnmc_core.dashboard import base, classify, demo_build, thumbnails
 
+APP_NAME = "C-NMC leukemia cells"  # the sidebar's heading and every browser tab's title
 RESEARCH_ONLY = "**Research use only — not for diagnosis.** These models have not been validated for clinical use."
-PALETTE = px.colors.qualitative.Plotly  # one colour per registry model, the same on every page
-ENSEMBLE_COLOR = "#222222"  # the ensemble is not a registry model: it gets no palette colour
+palette = base.palette  # colour-blind-safe colours, markers and dashes, the same on every page
+ENSEMBLE_COLOR = palette.ENSEMBLE_STYLE_COLOR
+# Streamlit draws captions in its text colour at 60% (3.9:1 on white); where the explanations live they need 4.5:1.
+# A style-only st.html block takes no room on the page.
+STYLE = f"""<style>
+[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] :is(p, li, strong, em, code, span) {{
+  color: {palette.CAPTION_COLOR} !important; opacity: 1 !important; }}
+</style>"""
 
 
 def model_color(name_or_key: str) -> str:
-    if name_or_key in (base.ENSEMBLE_NAME, "ensemble"):
-        return ENSEMBLE_COLOR
-    keys = {base.model_name(k): i for i, k in enumerate(base.MODEL_KEYS)}
-    i = base.MODEL_KEYS.index(name_or_key) if name_or_key in base.MODEL_KEYS else keys.get(name_or_key, 0)
-    return PALETTE[i % len(PALETTE)]
+    return palette.model_style(name_or_key).color
 
 
 # ---- running a page -----------------------------------------------------------------------------
@@ -109,17 +113,35 @@ def thumbnail(stamp: tuple, image: str) -> bytes | None:
 
 # ---- settings kept in the session and in the link -------------------------------------------------
 
+# A link is input from anyone: every value read from it is parsed here and then checked against what the
+# widget allows (choice, multichoice, slider); anything else falls back to the default.
 def _from_url(key: str, default):
     raw = st.query_params.get(key)
     if raw is None:
         return default
+    raw = str(raw)[:400]
     if isinstance(default, bool):
         return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, float):
+        try:
+            value = float(raw)
+        except ValueError:
+            return default
+        return value if math.isfinite(value) else default
+    if isinstance(default, list):
+        return list(dict.fromkeys(part for part in raw.split(",") if part))
     return raw
 
 
 def _to_url(key: str, value) -> None:
-    text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        text = "1" if value else "0"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(map(str, value))
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
     if st.query_params.get(key) != text:
         st.query_params[key] = text
 
@@ -147,11 +169,34 @@ def toggle(label: str, key: str, default: bool, **kwargs) -> bool:
     return bool(_widget(st.toggle, key, default, label=label, **kwargs))
 
 
-def choice(label: str, options: list, key: str, default, container=st, **kwargs):
-    """A selectbox over `options` bound to setting `key`; an unknown value (old link) falls back to default."""
+def choice(label: str, options: list, key: str, default, container=st, radio: bool = False, **kwargs):
+    """A selectbox (or radio) over `options` bound to setting `key`; an unknown value (old link) falls back to default.
+
+    The options are what goes into the link: plain strings (keys), shown through `format_func`.
+    """
     if setting(key, default) not in options:
         st.session_state[key] = default if default in options else options[0]
-    return _widget(container.selectbox, key, default, label=label, options=options, **kwargs)
+    make = container.radio if radio else container.selectbox
+    return _widget(make, key, default, label=label, options=options, **kwargs)
+
+
+def multichoice(label: str, options: list[str], key: str, default: list[str], container=st, **kwargs) -> list[str]:
+    """A multiselect bound to setting `key`; values the options do not hold are dropped (all of them: the default)."""
+    asked = setting(key, list(default))
+    kept = [v for v in asked if v in options] if isinstance(asked, list) else []
+    st.session_state[key] = kept if kept or not asked else [v for v in default if v in options]
+    return list(_widget(container.multiselect, key, default, label=label, options=options, **kwargs))
+
+
+def slider(label: str, key: str, low: float, high: float, default: float, step: float, container=st,
+           **kwargs) -> float:
+    """A slider over [low, high] bound to setting `key`; a value from the link is put on the step, or refused."""
+    value = setting(key, float(default))
+    if not isinstance(value, float) or not low <= value <= high:
+        value = float(default)
+    st.session_state[key] = round(low + round((value - low) / step) * step, 6)
+    return float(_widget(container.slider, key, float(default), label=label, min_value=float(low),
+                         max_value=float(high), step=float(step), **kwargs))
 
 
 # ---- the study ----------------------------------------------------------------------------------
@@ -161,7 +206,11 @@ def start(title: str, *, home: bool = False, needs_study: bool = True, notice: s
 
     `home`: the page offers the demo build; `needs_study=False`: return None instead of stopping.
     """
+    st.set_page_config(page_title=f"{title} · {APP_NAME}")
+    st.html(STYLE)
     st.title(title)
+    if not signed_in():
+        st.stop()
     if notice:
         st.warning(notice, icon="⚠️")
     root = base.root()
@@ -204,7 +253,50 @@ def start(title: str, *, home: bool = False, needs_study: bool = True, notice: s
         st.info(f"Study {code(name)} has no finished model yet (status: {code(data.status)}). "
                 "Its results appear here as each model finishes.")
         st.stop()
+    warm_models(data)
     return data
+
+
+def signed_in() -> bool:
+    """True, unless .streamlit/secrets.toml configures a login (an [auth] table: Streamlit's OIDC `st.login`, see
+    docs/dashboard.md) and this browser has not logged in: then the page shows a login button instead."""
+    if not (st.secrets.load_if_toml_exists() and "auth" in st.secrets):
+        return True
+    if st.user.get("is_logged_in"):  # (a Mapping: the key is absent where Streamlit has not seen the secrets)
+        st.sidebar.button("Log out", on_click=st.logout, key="logout")
+        return True
+    st.info("This dashboard is shared on a network: log in with your lab account to see it.")
+    st.button("Log in", on_click=st.login, type="primary", key="login")
+    return False
+
+
+# ---- the study's models, loading in the background ------------------------------------------------
+
+def warm_models(data: base.StudyData, delay: float = classify.WARM_DELAY_S) -> None:
+    """Start loading the study's models in the background (classify.warm): Classify a cell then answers the first
+    upload without the load. Not while the study is being written (each finished model would start a load)."""
+    app_test = bool(streamlit_config.get_option("global.appTest"))
+    if data.models and data.status != "running" and classify.warm_enabled(app_test):
+        classify.warm(data.stamp, len(data.models), delay)
+
+
+def models_ready(data: base.StudyData) -> None:
+    """One line: how many of the study's models are loaded and ready; live (every 2 s) while they load.
+    For the page that needs them: their load starts now, not after the usual delay."""
+    warm_models(data, delay=0)
+    load = classify.load_status(data.stamp)
+    if load is None or load.stage in ("ready", "failed"):
+        st.caption(classify.models_line(load, len(data.models)))
+    else:
+        _models_live(data.stamp, len(data.models))
+
+
+@st.fragment(run_every=2.0)
+def _models_live(stamp: tuple, n: int) -> None:
+    load = classify.load_status(stamp)
+    if load is None or load.stage in ("ready", "failed"):
+        st.rerun(scope="app")  # the page once more, with the line that no longer polls
+    st.caption(classify.models_line(load, n))
 
 
 def _study_label(s: dict) -> str:
@@ -229,6 +321,10 @@ def no_images(source: thumbnails.ImageSource, what: str) -> None:
 # ---- building the demo study --------------------------------------------------------------------
 
 def demo_button(root: str) -> None:
+    allowed, why_not = demo_build.build_allowed(streamlit_config.get_option("server.address"))
+    if not allowed:
+        st.caption(why_not)
+        return
     if st.button("Build the demo study", key="build_demo", type="primary", icon="🧪",
                  help="Runs `python -m cnmc_core demo` in a separate process: synthetic cells, seven models, "
                       "CPU only."):

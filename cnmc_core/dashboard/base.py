@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import palette  # noqa: F401  (the pages' colours, markers and scales: base.palette)
 from ..registry import MODELS
 from ..stats import reliability
 from ..store import ENSEMBLE, ArtifactError, StoreError, StudyStore, artifacts_root, check_study_name, list_studies

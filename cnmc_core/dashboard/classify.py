@@ -5,11 +5,32 @@ With the preparation on (the default), each upload may be a smear crop or field:
 into a C-NMC-style frame and classified (predict.Predictor.classify_prepared); the page shows the upload with a
 numbered outline on each cell, then one row per cell.
 
-Loading the Predictor imports TensorFlow (10-20 s the first time): the page caches it.
+Loading the Predictor imports TensorFlow and reads every model (10-20 s on 2 cores). So it starts in the
+background as soon as a page of the study is drawn (`warm`), once per process and per version of the study's
+files; the page's cached loader (`loaded_predictor`) waits for that same load instead of starting another.
+
+Streamlit runs a full garbage collection after every script run of every session (twice: `runner.postScriptGC`
+and `keras.backend.clear_session()`, which it calls whenever Keras is imported). With TensorFlow and seven models
+in memory each took 0.2-1 s on 2 busy cores, holding the interpreter: with 8 sessions the server stopped
+answering for minutes. So the loader moves what it loaded out of the collector's reach (`gc.freeze()`, CPython's
+tool for long-lived objects) once TensorFlow is in and again once the models are; an evicted load gives them
+back (`gc.unfreeze()`).
+
+That `clear_session()` also empties TensorFlow's kernel cache under the cached models: one upload's Grad-CAMs,
+which run op by op, then took 6.2 s instead of 2.7 s for the seven demo models (`benchmarks/bench_warm.py
+--parts gc`). So once the loader has started TensorFlow, the call made by Streamlit's script runner (and only
+that caller) does nothing (`keep_models_across_script_runs`).
 """
 
 from __future__ import annotations
 
+import gc
+import logging
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -23,12 +44,187 @@ CAM_METHODS = dict(explain.METHODS)  # method key -> display name ("gradcam" -> 
 DEFAULT_OPACITY = render.DEFAULT_OPACITY  # the heatmap's share of an overlay's colour
 
 
+log = logging.getLogger(__name__)
+
+
 def load_predictor(base: str, name: str) -> predict.Predictor:
     """Every trained model of the study, loaded for prediction (imports TensorFlow: cache the result).
 
     Raises FileNotFoundError or ValueError, with one line for a person, when no model can be loaded.
     """
     return predict.Predictor.load(StudyStore(base, name))
+
+
+# ---- the study's models, loaded once per process, in the background ------------------------------
+
+WARM_SETTING = "CNMC_WARM_MODELS"  # "1": load in the background; "0": only when a file is dropped; unset: auto
+WARM_DELAY_S = 3.0  # the page that asked is drawn first: the load starts this long after (sooner if wanted)
+WARM_CAM = "gradcam"  # the page's default heatmap: its tf-keras-vis objects are built during the warm-up
+KEPT = 2  # loads kept per process, newest first (the page's st.cache_resource keeps as many)
+
+
+@dataclass
+class ModelsLoad:
+    """One version of a study's models (`stamp`, base.stamp), loading in a thread of its own or loaded.
+
+    Read by any session; written only by its thread. `ready` counts models loaded and warmed up: their first
+    forward pass and first Grad-CAM done, so a user's first upload pays neither.
+    """
+
+    stamp: tuple
+    total: int | None = None  # models expected (the study's finished ones; once loaded, those that loaded)
+    ready: int = 0
+    stage: str = "waiting"  # waiting | loading | warming | ready | failed
+    predictor: predict.Predictor | None = None
+    error: Exception | None = None  # why it failed (raised again to each page that asks)
+    seconds: float | None = None  # from the start of loading to ready
+    wanted: threading.Event = field(default_factory=threading.Event)  # a page needs it now: no more waiting
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self) -> predict.Predictor:
+        """The loaded Predictor, once the thread is done; raises what loading raised."""
+        self.wanted.set()
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        if self.predictor is None:  # (the thread was stopped by something no page can act on)
+            raise RuntimeError("the study's models were not loaded; reload the page to try again")
+        return self.predictor
+
+
+_LOADS: OrderedDict[tuple, ModelsLoad] = OrderedDict()  # by stamp, oldest first
+_LOCK = threading.Lock()
+
+
+def warm_enabled(app_test: bool) -> bool:
+    """Whether pages start loading models in the background: $CNMC_WARM_MODELS "1" or "0"; otherwise yes in a
+    served dashboard, no under AppTest (`app_test`: unit tests load models only when they upload a file)."""
+    setting = os.environ.get(WARM_SETTING, "").strip()
+    if setting in ("0", "1"):
+        return setting == "1"
+    return not app_test
+
+
+def warm(stamp: tuple, total: int | None = None, delay: float = WARM_DELAY_S) -> ModelsLoad:
+    """Start loading the models of the study at `stamp` in a thread, after `delay` seconds (0: now, also for a
+    load already waiting), unless this version of the study is loading or loaded already. Never raises."""
+    with _LOCK:
+        load = _LOADS.get(stamp)
+        if load is None:
+            load = _LOADS[stamp] = ModelsLoad(stamp, total)
+            threading.Thread(target=_load, args=(load, delay), name=f"cnmc-models-{stamp[1]}", daemon=True).start()
+            while len(_LOADS) > KEPT:
+                _LOADS.popitem(last=False)  # (a page still holding the oldest keeps it until it lets go)
+                gc.unfreeze()  # its models become collectable; the new load freezes what it keeps
+        _LOADS.move_to_end(stamp)
+    if delay <= 0:
+        load.wanted.set()
+    return load
+
+
+def load_status(stamp: tuple) -> ModelsLoad | None:
+    """The load of this version of the study's models, or None when none was started in this process."""
+    with _LOCK:
+        return _LOADS.get(stamp)
+
+
+def loaded_predictor(stamp: tuple) -> predict.Predictor:
+    """The study's Predictor: the background load's (started now if no page started it), waited for.
+
+    Raises FileNotFoundError or ValueError, with one line for a person, when no model can be loaded.
+    """
+    return warm(stamp, delay=0.0).wait()
+
+
+def models_line(load: ModelsLoad | None, n: int) -> str:
+    """The Classify page's line on its models: how many of the `n` are ready, or when they will load."""
+    if load is None:
+        return f"The {n} models load when the first file is dropped (the first time, TensorFlow starts: about 10-20 s)."
+    total = load.total or n
+    if load.stage == "ready":
+        return f"✅ {load.ready} of {total} models ready."
+    if load.stage == "failed":
+        return "The models could not be loaded: dropping a file shows why."
+    doing = "starting TensorFlow and loading them" if load.stage in ("waiting", "loading") else "warming them up"
+    return (f"⏳ {load.ready} of {total} models ready ({doing}, in the background). You can drop files now: "
+            "they are classified as soon as the models are ready.")
+
+
+def _load(load: ModelsLoad, delay: float) -> None:
+    """The thread: wait, load every model, then warm each up on a synthetic cell (nothing is read but the study)."""
+    load.wanted.wait(delay)
+    start = time.perf_counter()
+    try:
+        load.stage = "loading"
+        try:
+            start_tensorflow()
+            predictor = load_predictor(load.stamp[0], load.stamp[1])
+        except Exception as e:  # (raised again to every page that asks for them, as the page's own load would)
+            load.error, load.stage = e, "failed"
+            log.warning("the models of study %r could not be loaded: %s: %s", load.stamp[1], type(e).__name__, e)
+            return
+        load.total, load.stage = len(predictor.models), "warming"
+        try:
+            warm_up(predictor, lambda: setattr(load, "ready", load.ready + 1))
+        except Exception as e:  # noqa: BLE001 - only speed is lost: the first upload pays what is left
+            log.warning("warming up the models of study %r stopped: %s: %s", load.stamp[1], type(e).__name__, e)
+        gc.freeze()  # the models and what the warm-up built: kept for the life of the load
+        load.ready, load.predictor, load.stage = load.total, predictor, "ready"
+        load.seconds = time.perf_counter() - start
+        log.info("models of study %r ready in %.1f s (%d)", load.stamp[1], load.seconds, load.total)
+    finally:
+        load.done.set()
+
+
+def start_tensorflow() -> None:
+    """Import Keras (TensorFlow starts: 5-10 s), put its objects out of every later collection, and keep Streamlit
+    from clearing the Keras session after each script run (see the module docstring)."""
+    import keras
+
+    keep_models_across_script_runs(keras.backend)
+    gc.freeze()
+
+
+STREAMLIT_RUNNER = "streamlit.runtime.scriptrunner.script_runner"  # calls clear_session after every script run
+
+
+def keep_models_across_script_runs(backend) -> None:
+    """Replace `backend.clear_session` (keras.backend's) with one that does nothing when Streamlit's script runner
+    calls it, and what it did for every other caller (training, tests). Installed once."""
+    real = backend.clear_session
+    if getattr(real, "keeps_models", False):
+        return
+
+    def clear_session(*args, **kwargs):
+        if sys._getframe(1).f_globals.get("__name__") == STREAMLIT_RUNNER:
+            return None
+        return real(*args, **kwargs)
+
+    clear_session.keeps_models = True
+    backend.clear_session = clear_session
+
+
+def warm_up(predictor: predict.Predictor, on_model=lambda: None) -> None:
+    """Run every model once on a synthetic cell as an upload would: its first Grad-CAM (tf-keras-vis objects
+    built, gradients run), then every forward pass (Keras traces each model's predict function on its first
+    call) and the page's path through the preparation. `on_model()` after each model's Grad-CAM."""
+    frame = warm_up_frame()
+    for key in predictor.models:
+        predictor.explainer(key).explain(frame, WARM_CAM)
+        on_model()
+    predictor.classify_image(frame, "warm-up")  # every forward pass, the out-of-distribution check
+    predictor.classify_prepared(render.png_bytes(frame), name="warm-up")  # the page's path
+
+
+def warm_up_frame(side: int = 450) -> Image.Image:
+    """A synthetic C-NMC-like frame (a stained cell centred on black) to run each model once on."""
+    frame = Image.new("RGB", (side, side))
+    draw = ImageDraw.Draw(frame)
+    c = side // 2
+    draw.ellipse((c - side // 4, c - side // 4, c + side // 4, c + side // 4), fill=(178, 140, 190))  # cytoplasm
+    draw.ellipse((c - side // 6, c - side // 6, c + side // 7, c + side // 7), fill=(95, 45, 130))  # nucleus
+    return frame
+
 
 
 def classify(predictor: predict.Predictor, content: bytes, name: str, cam: str | None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..analysis import Verdict, patient_summary, verdict
+from ..analysis import Verdict, cv_summary, patient_summary, verdict
 from ..patient_stats import SUBJECT_COLUMNS
 from ..stats import holm, mcnemar_exact
 from ..store import ENSEMBLE, StudyStore
@@ -43,6 +43,13 @@ SIGNIFICANCE = 0.05  # a pair is marked as significantly different when its Holm
 PAIR_PARTS = ("p_holm", "p_value", "row_only", "column_only", "auc_diff", "auc_low", "auc_high")
 SUBJECT_PARTS = ("p_subject_holm", "p_subject", "subject_diff", "subject_low", "subject_high", "row_better",
                  "column_better")
+# Beside every calibration plot (issue 14, point 8): what P(ALL) is, and what ECE measures.
+P_ALL_DEFINITION = (
+    "What P(ALL) is: the paper's head has two independent sigmoid outputs, s_HEM and s_ALL, and P(ALL) = "
+    "s_ALL / (s_HEM + s_ALL). It keeps the head's decision (P(ALL) ≥ 0.5 exactly when s_ALL ≥ s_HEM) but not its "
+    "confidence: two low scores, 0.01 and 0.02, give 0.67. ECE, Brier score and AUC are all computed on it. "
+    "ECE (unit: cell; N: the validation cells) is the cell-weighted mean gap, over 10 equal-width bins of P(ALL), "
+    "between a bin's mean P(ALL) and its share of ALL cells: 0 is perfect, 0.1 means off by 10 points on average.")
 MCNEMAR = "assumes independent cells"  # the label cell-level McNemar carries wherever it is shown
 PAIRED_P = "Paired p (Holm)"  # two studies: the same model's calls on the same cells, exact McNemar
 
@@ -69,6 +76,36 @@ class CompareView:
     ece: dict[str, float]  # model name -> expected calibration error
     subjects: pd.DataFrame  # Subject, Class, Cells, then accuracy per model name; hardest (lowest mean) first
     note: str  # stats_note
+    # each model's mean per-patient accuracy minus the top model's (Model, difference, low, high, p_holm,
+    # significant; the top model first, at 0), from the subject-level columns; empty for an old comparison.csv
+    from_top: pd.DataFrame = None
+    top: str = ""  # the top model's name (the highest mean per-patient accuracy), '' when not tested
+    cv: pd.DataFrame = None  # cross-validated figures per model (cv_frame), best out-of-fold AUC first; empty without
+    stopping: str = ""  # what chose each model's stopping epoch, when the validation split did ('' when it chose none)
+
+
+FROM_TOP_COLUMNS = ("Model", "difference", "low", "high", "p_holm", "significant")
+
+
+def from_top(models: list[str], pair: dict[str, pd.DataFrame]) -> tuple[str, pd.DataFrame]:
+    """(the top model, each model's difference from it). The per-patient accuracy difference of a pair is the
+    difference of the two models' mean per-patient accuracies, so the pairs order the models; the top one has
+    the highest mean. Each row: row model − top, its 95% class-stratified patient-bootstrap interval and the
+    pair's Holm-adjusted sign-flip p; most different last."""
+    if "subject_diff" not in pair or len(models) < 2:
+        return "", pd.DataFrame(columns=list(FROM_TOP_COLUMNS))
+    diff = pair["subject_diff"]
+    top = max(models, key=lambda m: (round(float(np.nansum(diff.loc[m].to_numpy())), 12), -models.index(m)))
+    rows = [{"Model": top, "difference": 0.0, "low": np.nan, "high": np.nan, "p_holm": np.nan, "significant": False}]
+    for m in models:
+        if m != top:
+            p = float(pair["p_subject_holm"].loc[m, top])
+            low, high = float(pair["subject_low"].loc[m, top]), float(pair["subject_high"].loc[m, top])
+            rows.append({"Model": m, "difference": float(diff.loc[m, top]), "low": low, "high": high, "p_holm": p,
+                         "significant": p < SIGNIFICANCE})
+    frame = pd.DataFrame(rows, columns=list(FROM_TOP_COLUMNS))
+    rest = frame.iloc[1:].sort_values(["difference", "Model"], ascending=[False, True])
+    return top, pd.concat([frame.iloc[:1], rest], ignore_index=True)
 
 
 def compare(data: StudyData) -> CompareView:
@@ -84,8 +121,27 @@ def compare(data: StudyData) -> CompareView:
     cal, ece = reliability_frame(data, data.evaluated)
     n_cells = max((int(number(data.metrics[k].get("n"))) for k in data.evaluated
                    if number(data.metrics[k].get("n")) == number(data.metrics[k].get("n"))), default=0)
+    top, distance = from_top(names, pair)
     return CompareView(names, pair, headline, significant, pairs, said, recompute, patient_frame(data), n_cells,
-                       cal, ece, _subject_table(data), stats_note(data))
+                       cal, ece, _subject_table(data), stats_note(data), distance, top, cv_frame(data),
+                       stopping_note(data))
+
+
+def stopping_note(data: StudyData) -> str:
+    """One sentence naming the models whose stopping epoch the validation split chose (metrics.json `stopping`;
+    a study made before it was recorded restored the best validation epoch), '' when validation chose nothing."""
+    chose = [model_name(k) for k in data.evaluated if k != ENSEMBLE
+             and section(data.metrics[k], "stopping").get("validation_chose", True) is not False]
+    if not chose:
+        return ""
+    return (f"The stopping epoch of {', '.join(chose)} was chosen on the validation split (the paper's rule, or a "
+            "study made before the rule was recorded): their validation figures are optimistic. Presets paper_std "
+            "and finetune stop on an inner slice of the training patients instead.")
+
+
+def cv_frame(data: StudyData) -> pd.DataFrame:
+    """The cross-validated figures of each evaluated model (analysis.cv_summary), best out-of-fold AUC first."""
+    return cv_summary({k: data.metrics[k] for k in data.evaluated}, model_name)
 
 
 def patient_frame(data: StudyData) -> pd.DataFrame:

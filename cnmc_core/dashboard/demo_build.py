@@ -5,12 +5,17 @@ number of presses, from any number of sessions (or dashboards on one artifacts r
 build: the check "is one running?" and the start happen under an OS lock (flock) on a file in the
 root's demo-build folder. The build itself takes the study's lock (`store.StudyLock`) as every
 writer does, so a `demo` started from a terminal at the same time is refused, not mixed in.
+
+The button is offered only on a dashboard bound to this machine (`build_allowed`): a build uses every core
+for minutes, and on a server others can reach, anyone could start it. `CNMC_ALLOW_DEMO_BUILD=1` offers it there
+too; `=0` never offers it (behind a reverse proxy the bind is local, but the users are not).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import subprocess
@@ -22,6 +27,7 @@ from pathlib import Path
 from ..progress import describe
 from ..store import demo_build_dir, pid_alive, write_bytes
 
+ALLOW_SETTING = "CNMC_ALLOW_DEMO_BUILD"  # "1": offer the button on any bind; "0": never; unset: local binds only
 REPOSITORY = Path(__file__).resolve().parents[2]  # the build runs here, as `python -m cnmc_core` expects
 _BUILDS: dict[str, subprocess.Popen] = {}  # builds started by this process, by demo-build folder (to reap them)
 
@@ -32,6 +38,32 @@ class BuildStatus:
     fraction: float = 0.0  # 0..1
     text: str = ""  # one line for a person
     log: str = ""  # where the build's whole output is, when it failed
+
+
+def is_local_address(address: str | None) -> bool:
+    """Whether Streamlit's `server.address` binds to this machine only: localhost or a loopback address.
+    Empty or unset means every interface (Streamlit's default), so not local."""
+    text = (address or "").strip().strip("[]")
+    if text.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:  # a host name or an empty value: reachable beyond this machine, as far as we know
+        return False
+
+
+def build_allowed(address: str | None, environ: dict | None = None) -> tuple[bool, str]:
+    """Whether the dashboard bound to `address` may offer the demo build; when not, one line saying why and how."""
+    setting = (os.environ if environ is None else environ).get(ALLOW_SETTING, "").strip()
+    if setting == "0":
+        return False, (f"The demo build is not offered here ({ALLOW_SETTING}=0). Build it in a terminal: "
+                       "`python -m cnmc_core demo`.")
+    if setting == "1" or is_local_address(address):
+        return True, ""
+    bound = f"server.address = {address!r}" if address else "server.address unset: every interface"
+    return False, (f"The demo build is not offered here: this dashboard is served beyond this machine ({bound}). "
+                   f"Build it in a terminal (`python -m cnmc_core demo`), or start the dashboard with "
+                   f"{ALLOW_SETTING}=1 to offer the button.")
 
 
 def demo_command(root: Path, progress_file: Path, extra_args: tuple[str, ...] = ()) -> list[str]:

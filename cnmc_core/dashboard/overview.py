@@ -40,6 +40,14 @@ class Overview:
     intervals: pd.DataFrame  # Model, Source, metric (key), value, low, high: see metric_intervals
     stats_note: str  # what statistics are missing and how to compute them ('' when all are there)
     members: list[str] = field(default_factory=list)  # model names the ensemble averages
+    takeaway: str = ""  # the first screen's answer in words: the verdict, then the highest ROC AUC with its unit and N
+    ours: pd.DataFrame = None  # this study's rows only (Model, the scores, Threshold): the table that fits the page
+    paper: pd.DataFrame = None  # beside the paper: Model, then paper / this study / difference per Table I metric
+
+
+INTRO = ("Seven ImageNet CNNs, each with a small trained head, tell **ALL** (leukemic lymphoblasts) from **normal "
+         "B cells** (HEM) in single-cell images of the **C-NMC 2019** dataset, after Vijesh & Sikka's comparison of "
+         "transfer learning on C-NMC.")
 
 
 def overview(data: StudyData, with_paper: bool = True) -> Overview:
@@ -68,7 +76,38 @@ def overview(data: StudyData, with_paper: bool = True) -> Overview:
     csv = table.merge(wide.reset_index(), on=["Model", "Source"], how="left").to_csv(index=False)
     members = [model_name(k) for k in ensemble_members(data)]
     return Overview(_facts(data), _splits(data), table, best, sentence, _patients(data), csv, intervals,
-                    stats_note(data), members)
+                    stats_note(data), members, _takeaway(sentence, ours), _ours(ours), paper_beside(data))
+
+
+def _takeaway(verdict_sentence: str, ours: pd.DataFrame) -> str:
+    """The verdict, then which row has the highest ROC AUC on the validation cells (a point estimate, with N)."""
+    auc = pd.to_numeric(ours["ROC AUC"], errors="coerce")
+    if not auc.notna().any():
+        return verdict_sentence
+    top = ours.loc[auc.idxmax()]
+    n = top["Val. images"]
+    unit = f"unit: cell, N = {int(n)} validation cells" if pd.notna(n) else "unit: cell"
+    return (f"{verdict_sentence} Highest ROC AUC: {top['Model']}, {float(top['ROC AUC']):.3f} ({unit})."
+            .strip())
+
+
+def _ours(ours: pd.DataFrame) -> pd.DataFrame:
+    """This study's rows with the columns a reader compares (the kept epoch is on the Training curves page)."""
+    return ours.drop(columns=["Source", "Best epoch", "Val. images"]).reset_index(drop=True)
+
+
+def paper_beside(data: StudyData) -> pd.DataFrame:
+    """Each model of the paper's Table I: its value, this study's, and the difference (this study − paper)."""
+    rows = []
+    for key in data.models:
+        if key in PAPER_TABLE_I:
+            row = {"Model": model_name(key)}
+            for metric, paper_value in PAPER_TABLE_I[key].items():
+                label, ours = METRICS[metric], number(data.metrics[key].get(metric))
+                row |= {f"{label}, paper": paper_value, f"{label}, this study": ours,
+                        f"{label} difference": ours - paper_value}
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _patients(data: StudyData) -> pd.DataFrame:

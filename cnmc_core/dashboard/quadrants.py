@@ -20,6 +20,12 @@ QUADRANTS = {  # (true, called) -> what a hematologist calls that quadrant of th
     ("ALL", "ALL"): "true positives: ALL called ALL",
     ("HEM", "HEM"): "true negatives: HEM called HEM",
 }
+QUADRANT_CODES = {"fn": ("ALL", "HEM"), "fp": ("HEM", "ALL"), "tp": ("ALL", "ALL"), "tn": ("HEM", "HEM")}  # in links
+
+
+def quadrant_code(true: str, called: str) -> str | None:
+    """The link code of the quadrant (true class, called class), e.g. ("ALL", "HEM") -> "fn"; None for anything else."""
+    return next((code for code, pair in QUADRANT_CODES.items() if pair == (true, called)), None)
 
 
 def confusion(data: StudyData) -> dict[str, Matrix]:
