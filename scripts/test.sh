@@ -14,4 +14,4 @@ fi
 .venv/bin/ruff check .
 # Test files run on parallel workers, one file per worker at a time (pytest-xdist), in the order
 # tests/conftest.py gives them; the trained study they share is built once for all workers.
-exec .venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscopereorder "$@"
+exec .venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder "$@"

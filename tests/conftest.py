@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         trains[item.path] = trains.get(item.path, False) or uses
     # The order files start in, for `scripts/test.sh`, which runs them on parallel workers file by file
-    # (pytest-xdist `--dist loadfile --no-loadscopereorder`): first one file that uses the shared study (its
+    # (pytest-xdist `--dist loadfile --no-loadscope-reorder`): first one file that uses the shared study (its
     # worker trains it), then the files with their own heavy runs (the demo, CLI trainings), then the rest
     # that need no trained study, and last the files that use it, by then trained. The order within a file is kept.
     first = next((path for path, uses in trains.items() if uses), None)
