@@ -63,7 +63,7 @@ def open_image(source: str | Path | bytes) -> Image.Image:
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file PIL can read (BMP, PNG, JPEG, TIFF…)") from None
+        raise ImageError(f"{name}: not an image file this tool can open (use BMP, PNG, JPEG or TIFF)") from None
     except Image.DecompressionBombError:
         raise ImageError(
             f"{name}: refused before decoding: more than {2 * MAX_PIXELS:,} pixels (a decompression bomb?); "

@@ -136,10 +136,18 @@ def unusual_frame_reasons(stats: dict, reference: dict | None = None) -> list[st
         colour = np.array(stats["colour"])
         z = np.abs(np.concatenate([colour, _tint(colour)[0]]) - mean) / std
         if z.max() > 4.0:
-            rgb = ", ".join(f"{c:.0f}" for c in stats["colour"])
-            ref_rgb = ", ".join(f"{c:.0f}" for c in mean[:3])
-            reasons.append(f"its colours (mean RGB {rgb}) are unlike the stained training cells (mean RGB {ref_rgb})")
+            reasons.append(f"its stain colour is unlike the training cells' ({_stain_words(colour - mean[:3])})")
     return reasons
+
+
+def _stain_words(diff: np.ndarray) -> str:
+    """How a cell's mean colour differs from the training cells', in words a hematologist uses (not RGB numbers)."""
+    if (diff > 0).all():
+        return "much paler than theirs"
+    if (diff < 0).all():
+        return "much darker than theirs"
+    i = int(np.argmax(np.abs(diff)))
+    return f"much {'more' if diff[i] > 0 else 'less'} {('red', 'green', 'blue')[i]} than theirs"
 
 
 def feature_distance(feats: np.ndarray, ref: dict) -> float:

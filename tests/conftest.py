@@ -180,6 +180,9 @@ def registry_classifier():
 
     def get(key: str):
         if key not in built:
+            import keras  # (lazy: TensorFlow only for the tests that build)
+
+            keras.utils.set_random_seed(0)  # the same random weights whichever test or worker builds it first
             built[key] = build_classifier(MODELS[key], SHARED_SIZE, weights="none")
         return built[key]
 

@@ -225,3 +225,13 @@ def test_a_shared_study_cannot_point_the_reference_cells_outside_the_cache(predi
     split.to_csv(tmp_path / study / "split.csv", index=False)
     reason = load_index(StudyStore(tmp_path, study), "vgg16", predictor.models["vgg16"])
     assert reason == "the study's split lists no training cells with their checksums"
+
+
+def test_score_cam_on_many_cells_is_announced_with_its_expected_time():
+    from cnmc_core.dashboard import classify as classify_view
+
+    assert classify_view.heatmap_estimate("gradcam", 50, 7) is None  # Grad-CAM: no warning
+    assert classify_view.heatmap_estimate("scorecam", 1, 2) is None  # a few seconds: no warning
+    seconds = classify_view.heatmap_estimate("scorecam", 13, 7)
+    assert seconds == pytest.approx(13 * 7 * classify_view.SCORECAM_S_PER_CELL_MODEL)
+    assert 150 < seconds < 250  # the issue measured 194 s for 13 files and seven models

@@ -124,6 +124,36 @@ def test_a_dropped_two_cell_field_gets_two_numbered_cells_and_two_result_rows(pa
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
+def test_results_come_file_by_file_and_survive_a_visit_to_another_page(page, tiny_study, tmp_path):
+    """Issue 15: with three files and Score-CAM, the first file's answer is on the page while the page still works
+    on the others; after a visit to another page (the app's own navigation, the same session) the three answers
+    are back without another upload."""
+    from PIL import Image
+
+    root, name = tiny_study
+    cell = Image.open(a_cell_file(Path(root), name))
+    files = []
+    for turn in range(3):  # three files no other test drops: nothing of them is in the page's cache yet
+        files.append(tmp_path / f"turned_{turn}.png")
+        cell.rotate(90 * (turn + 1)).save(files[-1])
+    visit(page, "classify?cam=scorecam")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(f) for f in files])
+    page.wait_for_function("""() => document.querySelectorAll('[data-testid="stMetric"]').length >= 1 &&
+        document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state') === 'running'""",
+                           timeout=120_000, polling=50)
+    wait_rendered(page, timeout_ms=300_000)
+    assert page.locator('[data-testid="stMetric"]').count() == 3
+    sidebar = page.locator('[data-testid="stSidebarNav"]')
+    sidebar.get_by_text("Overview", exact=True).click()
+    page.wait_for_function("() => location.pathname.endsWith('/')", timeout=30_000)
+    wait_rendered(page)
+    sidebar.get_by_text("Classify a cell", exact=True).click()
+    page.get_by_text("you dropped earlier in this session").wait_for(timeout=60_000)
+    wait_rendered(page, timeout_ms=120_000)
+    assert page.locator('[data-testid="stMetric"]').count() == 3
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
 def test_compare_page_draws_its_statistics(page):
     visit(page, "compare")
     assert page.locator("h1").first.inner_text().strip() == "Compare"

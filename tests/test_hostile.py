@@ -59,7 +59,7 @@ def test_two_hundred_uploads_in_one_session_keep_memory_bounded(study):
     root, name = study
     cell = a_cell(root, name)
     at = open_app("classify")
-    at.selectbox(key="cam").set_value("off").run()  # heatmaps off: 200 Grad-CAM runs would take 5 min on 2 cores
+    at.selectbox(key="_w_cam").set_value("off").run()  # heatmaps off: 200 Grad-CAM runs would take 5 min on 2 cores
     rss = {}
     for i in range(UPLOADS):
         frame = cell.copy()
@@ -119,7 +119,7 @@ def test_hostile_file_names_are_shown_as_text_and_nothing_is_written(study, tmp_
                         "`evil<img src=x onerror=alert(1)>.png`"]
     assert [e.value for e in at.error] == [
         "`evil<img src=x onerror=alert(1)>.png` cannot be classified: "
-        "not an image file PIL can read (BMP, PNG, JPEG, TIFF…)"]
+        "not an image file this tool can open (use BMP, PNG, JPEG or TIFF)"]
     assert not any(m.proto.allow_html for m in at.markdown)  # no element of the page lets raw HTML through
     # The table keeps the names as they came (text cells, not Markdown); the CSV cannot start a formula.
     assert list(at.dataframe[0].value["file"]) == [n for n, _, _ in files]

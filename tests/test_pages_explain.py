@@ -47,7 +47,7 @@ def test_classify_page_takes_many_files_explains_each_and_reports_bad_ones(study
 
     at = open_app("classify")
     assert "Research use only" in texts(at.warning) and "not for diagnosis" in texts(at.warning)
-    at.toggle(key="prepare").set_value(False)  # each file as it is (the preparation: tests/test_prepare_predict.py)
+    at.toggle(key="_w_prepare").set_value(False)  # each file as it is (the preparation: tests/test_prepare_predict.py)
     at.file_uploader(key="upload").set_value([
         (cell_path.name, cell, "image/bmp"), ("notes.png", b"not an image at all", "image/png"),
         ("smear.png", smear, "image/png"),
@@ -56,7 +56,7 @@ def test_classify_page_takes_many_files_explains_each_and_reports_bad_ones(study
 
     # The bad file: one line in an error box; the others are still classified.
     assert [e.value for e in at.error] == [
-        "`notes.png` cannot be classified: not an image file PIL can read (BMP, PNG, JPEG, TIFF…)"]
+        "`notes.png` cannot be classified: not an image file this tool can open (use BMP, PNG, JPEG or TIFF)"]
     assert len(at.metric) == 2 and all(m.value in ("ALL", "HEM", "Inconclusive") for m in at.metric)
     # The smear field is flagged, and its prediction still shown.
     assert "does not look like the cells the models were trained on" in texts(at.warning)
@@ -78,7 +78,7 @@ def test_classify_page_takes_many_files_explains_each_and_reports_bad_ones(study
     assert len(overlays) == 2 * 2
 
     # No heatmaps when switched off; the next upload works.
-    at.selectbox(key="cam").set_value("off").run()
+    at.selectbox(key="_w_cam").set_value("off").run()
     assert not any("evidence for" in c for c in captions(at))
     at.file_uploader(key="upload").set_value(("again.png", png(Image.open(cell_path)), "image/png")).run()
     assert not at.exception and not at.error and len(at.metric) == 1
@@ -116,3 +116,54 @@ def test_gallery_page_without_a_gallery_says_how_to_make_one(tiny_study, tmp_pat
     monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))
     at = open_app("gradcam")
     assert "no Grad-CAM gallery yet" in texts(at.info)
+
+
+def test_classify_keeps_uploads_across_pages_and_never_recomputes_a_prediction_for_heatmaps(study, monkeypatch):
+    """Issue 15: the uploads and their results survive a visit to another page, the heatmap method lives in the
+    link, and turning the heatmaps off or changing the method reuses the cached predictions."""
+    from cnmc_core.dashboard import classify as classify_view
+
+    calls = {"classify": 0, "explain": []}
+    real_classify, real_explain = classify_view.classify_upload, classify_view.explain_upload
+
+    def counting_classify(*args, **kwargs):
+        calls["classify"] += 1
+        return real_classify(*args, **kwargs)
+
+    def counting_explain(predictor, upload, cam):
+        calls["explain"].append(cam)
+        return real_explain(predictor, upload, cam)
+
+    monkeypatch.setattr(classify_view, "classify_upload", counting_classify)
+    monkeypatch.setattr(classify_view, "explain_upload", counting_explain)
+    root, name = study
+    cell_path = a_cell_file(root, name)
+    content = png(Image.open(cell_path).rotate(90))  # bytes no other test uploads: not in the page's cache yet
+
+    at = open_app("classify", query={"cam": "gradcam++"})  # the method from a shared link
+    assert at.selectbox(key="_w_cam").value == "gradcam++"
+    at.file_uploader(key="upload").set_value(("kept.png", content, "image/png")).run()
+    assert not at.exception and len(at.metric) == 1
+    assert calls == {"classify": 1, "explain": ["gradcam++"]}
+    assert sum(": evidence for" in c for c in captions(at)) == 2  # one heatmap per model
+
+    at.selectbox(key="_w_cam").set_value("off").run()  # heatmaps off: nothing recomputed
+    assert not any(": evidence for" in c for c in captions(at)) and len(at.metric) == 1
+    at.selectbox(key="_w_cam").set_value("gradcam").run()  # another method: only its heatmaps are computed
+    assert calls == {"classify": 1, "explain": ["gradcam++", "gradcam"]}
+
+    at.switch_page("views/1_Overview.py").run()  # away and back: the upload and its result are still there
+    at.switch_page("views/6_Classify_a_cell.py").run()
+    assert not at.exception
+    assert "Showing the 1 file(s) you dropped earlier" in texts(at.info)
+    assert len(at.metric) == 1 and at.selectbox(key="_w_cam").value == "gradcam"
+    assert calls["classify"] == 1  # from the cache
+
+    next(b for b in at.button if b.label == "Clear them").click().run()
+    assert not at.metric and not any("dropped earlier" in i for i in texts(at.info).splitlines())
+
+
+def test_hostile_heatmap_method_in_the_link_falls_back_to_the_default(study):
+    at = open_app("classify", query={"cam": "<script>alert(1)</script>", "opacity": "nan"})
+    assert at.selectbox(key="_w_cam").value == "gradcam"
+    assert at.slider(key="_w_opacity").value == pytest.approx(0.45)  # the default (render.DEFAULT_OPACITY)

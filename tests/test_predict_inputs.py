@@ -153,7 +153,7 @@ def test_grayscale_palette_and_16_bit_frames_are_predicted_like_their_rgb_form(p
     as_gray = predictor.predict(encode(gray, "PNG"))
     assert_prediction(as_gray)
     assert as_gray["predictions"] == gray_rgb["predictions"]
-    assert as_gray["ood"]["warning"] and any("colours" in r for r in as_gray["ood"]["reasons"])  # no stain colour
+    assert as_gray["ood"]["warning"] and any("stain colour" in r for r in as_gray["ood"]["reasons"])  # no stain colour
 
     wide = Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257)  # mode I;16: 16-bit, the same brightness
     as_16 = predictor.predict(encode(wide, "PNG"))

@@ -139,7 +139,7 @@ def test_usage_errors_exit_2_before_any_model_loads(tiny_study, tmp_path):
 def test_the_classify_page_outlines_each_cell_and_gives_a_row_per_cell(tiny_study, two_cell_field, monkeypatch):
     monkeypatch.setenv("CNMC_ARTIFACTS", str(tiny_study[0]))
     at = open_app("classify")
-    assert at.toggle(key="prepare").value is True  # the preparation is on by default
+    assert at.toggle(key="_w_prepare").value is True  # the preparation is on by default
     at.file_uploader(key="upload").set_value(("field.png", two_cell_field.png_bytes(), "image/png")).run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     captions = [c for img in at.get("image") for c in img.captions]
@@ -159,7 +159,7 @@ def test_the_classify_page_outlines_each_cell_and_gives_a_row_per_cell(tiny_stud
                                    "Validation cells near this score"]
     assert table["Validation cells near this score"].str.contains("validation cell").all()
 
-    at.toggle(key="prepare").set_value(False).run()  # off: the field as it is, one result
+    at.toggle(key="_w_prepare").set_value(False).run()  # off: the field as it is, one result
     assert not at.exception and len(at.metric) == 1
 
 
@@ -188,8 +188,8 @@ def test_a_generated_example_gives_the_same_result_as_uploading_it(tiny_study, m
     names = classify_answer.example_names()
     assert len(names) >= 3 and all(n.startswith("generated example: synthetic") for n in names)
     assert [c for img in at.get("image") for c in img.captions][:len(names)] == names  # beside the uploader
-    at.toggle(key="prepare").set_value(True)
-    at.selectbox(key="cam").set_value("off")
+    at.toggle(key="_w_prepare").set_value(True)
+    at.selectbox(key="_w_cam").set_value("off")
     at.button(key="example_1").click().run()  # "two white cells"
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     clicked = at.dataframe[0].value
@@ -197,7 +197,7 @@ def test_a_generated_example_gives_the_same_result_as_uploading_it(tiny_study, m
 
     _, content = classify_answer.example_upload(names[1])
     fresh = open_app("classify")
-    fresh.selectbox(key="cam").set_value("off")
+    fresh.selectbox(key="_w_cam").set_value("off")
     fresh.file_uploader(key="upload").set_value(("same.png", content, "image/png")).run()
     uploaded = fresh.dataframe[0].value
     numbers = [c for c in clicked.columns if c.startswith("P(ALL)") or c in ("label", "ensemble P(ALL)", "cell")]

@@ -30,13 +30,48 @@ def predictor(stamp: tuple):
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def classify(stamp: tuple, content: bytes, name: str, cam: str | None, prepare: bool, um_per_px, _predictor):
-    """One upload (each of its white cells) through every model (and Grad-CAM), kept at display size: moving a
-    slider redraws, never recomputes."""
-    return classify_view.classify_upload(_predictor, content, name, cam, DISPLAY_SIDE, prepare, um_per_px)
+def classify(stamp: tuple, content: bytes, name: str, prepare: bool, um_per_px, _predictor):
+    """One upload (each of its white cells) through every model, kept at display size: moving a slider redraws,
+    never recomputes, and the heatmaps are cached apart (switching them off or changing the method keeps this)."""
+    return classify_view.classify_upload(_predictor, content, name, None, DISPLAY_SIDE, prepare, um_per_px)
 
 
-def show_upload(upload_name: str, upload, view: dict) -> None:
+@st.cache_data(show_spinner=False, max_entries=64)
+def heatmaps(stamp: tuple, content: bytes, name: str, prepare: bool, um_per_px, cam: str, _predictor, _upload):
+    """Each cell's heatmaps for one upload already classified (the arguments before `cam` are `classify`'s key)."""
+    return classify_view.explain_upload(_predictor, _upload, cam)
+
+
+KEPT, SHOWING_KEPT = "kept_uploads", "showing_kept_uploads"
+
+
+def dropped_files() -> list[tuple[str, bytes]]:
+    """The files dropped on the uploader, kept for the session: Streamlit forgets an uploader's files when the user
+    opens another page, so coming back shows the files dropped before (their results come from the cache)."""
+    returning = "upload" not in st.session_state  # the uploader's state is gone: the user was on another page
+    files = st.file_uploader(
+        "Single-cell images (C-NMC style frames), smear crops or fields; one or many", type=TYPES,
+        accept_multiple_files=True, key="upload",
+    )
+    if files:
+        st.session_state[KEPT] = [(f.name, f.getvalue()) for f in files]
+        st.session_state[SHOWING_KEPT] = False
+        return list(st.session_state[KEPT])
+    if returning and st.session_state.get(KEPT):
+        st.session_state[SHOWING_KEPT] = True
+    if st.session_state.get(SHOWING_KEPT) and st.session_state.get(KEPT):
+        note, clear = st.columns([3, 1])
+        note.info(f"Showing the {len(st.session_state[KEPT])} file(s) you dropped earlier in this session.")
+        if clear.button("Clear them", key="clear_kept"):
+            st.session_state[KEPT], st.session_state[SHOWING_KEPT] = [], False
+            st.rerun()
+        return list(st.session_state[KEPT])
+    st.session_state[KEPT] = []
+    return []
+
+
+def show_upload(upload_name: str, upload, view: dict) -> list:
+    """Draw one upload's results; returns one empty container per cell, where its heatmaps go once computed."""
     st.subheader(ui.code(upload_name), divider="gray")  # the name as typed, never as Markdown or HTML
     if upload.outlined is not None:
         numbers = ", ".join(str(c.result["cell"]) for c in upload.cells if "cell" in c.result)
@@ -45,15 +80,14 @@ def show_upload(upload_name: str, upload, view: dict) -> None:
                  alt=f"The uploaded image with an outline and a number on each white cell found ({numbers})")
     for note in upload.notes:
         st.caption(note)
-    for out in upload.cells:
-        show_one(upload_name, out, view)
+    return [show_one(upload_name, out, view) for out in upload.cells]
 
 
-def show_one(upload_name: str, out, view: dict) -> None:
+def show_one(upload_name: str, out, view: dict):
     result = out.result
     if "error" in result:
         st.error(f"{ui.code(upload_name)} cannot be classified: {result['error']}")
-        return
+        return st.container()
     if result.get("prepared"):
         scale = result["scale"]
         size = f", {scale['diameter_um']:.1f} µm across" if scale.get("diameter_um") else ""
@@ -89,9 +123,13 @@ def show_one(upload_name: str, out, view: dict) -> None:
     for reason in result.get("unavailable", {}).values():
         answer.warning(f"Not used: {ui.code(reason)}")
     show_references(out, view)
-    if out.heatmaps:
-        columns = st.columns(min(4, len(out.heatmaps)))
-        for i, (key, e) in enumerate(out.heatmaps.items()):
+    return st.container()
+
+
+def show_heatmaps(out, maps: dict, view: dict) -> None:
+    if maps:
+        columns = st.columns(min(4, len(maps)))
+        for i, (key, e) in enumerate(maps.items()):
             note = " (no location adds evidence for it)" if e.empty else ""
             columns[i % len(columns)].image(
                 classify_view.heatmap_overlay(out.image, e.heatmap, opacity=view["opacity"]), width="stretch",
@@ -141,26 +179,24 @@ def examples_row() -> None:
 def page() -> None:
     data = ui.start("Classify a cell", notice=ui.RESEARCH_ONLY)
     ui.models_ready(data)  # "k of n models ready", live while they load in the background
-    uploads = st.file_uploader(
-        "Single-cell images (C-NMC style frames), smear crops or fields; one or many", type=TYPES,
-        accept_multiple_files=True, key="upload",
-    )
+    inputs = dropped_files()
     examples_row()
     prep, scale = st.columns(2)
-    prepare = prep.toggle("Prepare smear crops (find white cells)", value=True, key="prepare",
-                          help="Find each white cell, rescale the crop to C-NMC's scale, black out the rest and "
-                               "centre the cell; off: classify each image as it is. C-NMC frames pass through as "
-                               "they are either way.")
+    with prep:
+        prepare = ui.toggle("Prepare smear crops (find white cells)", "prepare", True,
+                            help="Find each white cell, rescale the crop to C-NMC's scale, black out the rest and "
+                                 "centre the cell; off: classify each image as it is. C-NMC frames pass through as "
+                                 "they are either way.")
     um_per_px = scale.number_input("Micrometres per pixel (optional)", min_value=0.005, max_value=5.0, value=None,
                                    step=0.001, format="%.4f", key="um_per_px", disabled=not prepare,
                                    help="The upload's scale; empty: measured from its red cells (7.5 µm each).")
     left, right = st.columns(2)
-    cam = left.selectbox("Where each model looked", CAM_CHOICES, key="cam",
-                         format_func=lambda m: "no heatmaps" if m == OFF else classify_view.CAM_METHODS[m],
-                         help="Grad-CAM on each model's last convolutional block "
-                              "(Score-CAM is slower: 64 masked passes per model).")
-    opacity = right.slider("Heatmap opacity", 0.0, 1.0, classify_view.DEFAULT_OPACITY, 0.05, key="opacity",
-                           disabled=cam == OFF)
+    cam = ui.choice("Where each model looked", CAM_CHOICES, "cam", CAM_CHOICES[0], container=left,
+                    format_func=lambda m: "no heatmaps" if m == OFF else classify_view.CAM_METHODS[m],
+                    help="Grad-CAM on each model's last convolutional block "
+                         "(Score-CAM is slower: 64 masked passes per model).")
+    opacity = ui.slider("Heatmap opacity", "opacity", 0.0, 1.0, classify_view.DEFAULT_OPACITY, 0.05, container=right,
+                        disabled=cam == OFF)
     keys = list(data.models)
     records = ui.view(answer_view.track_records, data)
     best = answer_view.best_model(records, keys)
@@ -169,7 +205,6 @@ def page() -> None:
         index=keys.index(best) if best in keys else len(keys),
         format_func=lambda k: "no reference cells" if k == NO_REFERENCES else base.model_name(k),
         help="The nearest training cells of each class, as that model sees them (default: the best validation AUC)")
-    inputs = [(upload.name, upload.getvalue()) for upload in uploads or []]
     if st.session_state.get("example") in answer_view.example_names():
         inputs.append(answer_view.example_upload(st.session_state["example"]))
     if not inputs:
@@ -183,29 +218,40 @@ def page() -> None:
         st.error(f"The models of study {ui.code(data.name)} cannot be loaded: {ui.code(str(e).splitlines()[0])}")
         return
 
-    outcomes = []
-    with st.spinner(f"Classifying {len(inputs)} image(s) …"):
-        for name, content in inputs:
-            out = classify(data.stamp, content, name, None if cam == OFF else cam, prepare,
-                           um_per_px if prepare else None, models)
-            outcomes.append((name, out))
-    results = [cell.result for _, out in outcomes for cell in out.cells]
-    if len(results) > 1:
-        st.subheader("All files")  # every result of every upload (tests name this heading)
-        st.markdown(f"**{answer_view.batch_summary(results)}**")
-        st.dataframe(classify_view.results_frame(results), hide_index=True, width="stretch")
-    export = ui.csv_safe(answer_view.export_frame(models, results))
-    st.download_button("Download the results (CSV: study, config hash, time, research-use and synthetic flags)",
-                       export.to_csv(index=False), "cnmc_predictions.csv", "text/csv", icon="⬇️", key="export")
+    summary = st.container()  # filled once every file is done: the batch summary, the table, the download
     st.caption(answer_view.record_note(records))
+    if cam != OFF and (seconds := classify_view.heatmap_estimate(cam, len(inputs), len(models.models))):
+        st.warning(f"{classify_view.CAM_METHODS[cam]} on {len(inputs)} file(s) and {len(models.models)} models "
+                   f"takes about {seconds:.0f} s or more on a 2-core machine (measured); each file's result is shown "
+                   "first, its heatmaps after. Grad-CAM takes a fraction of that.", icon="⏱️")
     if cam != OFF:
         st.image(classify_view.colour_bar(),
                  caption=f"{classify_view.CAM_METHODS[cam]} colours: where the evidence for the class shown is "
                          "strongest", alt="Colour scale of the heatmaps, from no evidence to the strongest")
     view = {"models": models, "records": records, "reference_model": reference_model, "stamp": data.stamp,
             "opacity": opacity}
-    for name, out in outcomes:
-        show_upload(name, out, view)
+    results = []
+    progress = st.progress(0.0, text=f"Classifying {len(inputs)} file(s) …")
+    for i, (name, content) in enumerate(inputs):  # each file's result is drawn as soon as it is ready
+        progress.progress(i / len(inputs), text=f"Classifying file {i + 1} of {len(inputs)} …")
+        key = (data.stamp, content, name, prepare, um_per_px if prepare else None)
+        out = classify(*key, models)
+        results += [cell.result for cell in out.cells]
+        areas = show_upload(name, out, view)
+        if cam != OFF:
+            progress.progress((i + 0.5) / len(inputs), text=f"Heatmaps of file {i + 1} of {len(inputs)} …")
+            for area, cell, maps in zip(areas, out.cells, heatmaps(*key, cam, models, out)):
+                with area:
+                    show_heatmaps(cell, maps, view)
+    progress.empty()
+    with summary:
+        if len(results) > 1:
+            st.subheader("All files")  # every result of every upload (tests name this heading)
+            st.markdown(f"**{answer_view.batch_summary(results)}**")
+            st.dataframe(classify_view.results_frame(results), hide_index=True, width="stretch")
+        export = ui.csv_safe(answer_view.export_frame(models, results))
+        st.download_button("Download the results (CSV: study, config hash, time, research-use and synthetic flags)",
+                           export.to_csv(index=False), "cnmc_predictions.csv", "text/csv", icon="⬇️", key="export")
     st.caption(ui.RESEARCH_ONLY)
 
 

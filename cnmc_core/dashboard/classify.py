@@ -265,6 +265,35 @@ def classify_upload(predictor: predict.Predictor, content: bytes, name: str, cam
     return UploadResult(cells, outline_cells(upload, [r.cell for r in results], max_side), notes)
 
 
+# Score-CAM's cost per cell and model, measured on the 2-core machine with the seven-model demo (issue 15: 194 s for
+# 13 files): about 2.1 s. The page warns with this estimate before it starts on many cells.
+SCORECAM_S_PER_CELL_MODEL = 2.1
+SCORECAM_WARN_S = 20.0
+
+
+def heatmap_estimate(cam: str, n_cells: int, n_models: int) -> float | None:
+    """Seconds the heatmaps of `n_cells` cells are expected to take, when that is worth a warning (Score-CAM)."""
+    seconds = n_cells * n_models * SCORECAM_S_PER_CELL_MODEL
+    return seconds if cam == "scorecam" and seconds >= SCORECAM_WARN_S else None
+
+
+def explain_upload(predictor: predict.Predictor, upload: UploadResult, cam: str) -> list[dict]:
+    """The heatmaps of each cell of an upload already classified (one dict key -> Explanation per cell, empty for
+    an error), so that a page caches predictions apart from heatmaps: switching the heatmaps off or changing the
+    method never recomputes a prediction. Computed on the frame the page keeps (a prepared frame is 450 px, kept
+    whole); each model's class comes from its P(ALL) and its own threshold, as in `Predictor.classify_image`."""
+    maps = []
+    for cell in upload.cells:
+        probs = cell.result.get("predictions", {})
+        if cell.image is None or "error" in cell.result:
+            maps.append({})
+            continue
+        maps.append({key: predictor.explainer(key).explain(cell.image, cam, "predicted", p_all=probs[key],
+                                                           threshold=predictor.thresholds[key])
+                     for key in predictor.models if key in probs})
+    return maps
+
+
 def outline_cells(upload: Image.Image, cells: list, max_side: int) -> Image.Image:
     """The upload at most `max_side` px a side with each cell's outline (prepare.PreparedCell.outline, in the
     upload's pixels) and its number (cell 0, 1, ...) drawn on it."""
