@@ -10,7 +10,6 @@ through `code()`: literally, never as Markdown. A shared study is input from som
 
 from __future__ import annotations
 
-import html
 import math
 import re
 import traceback
@@ -20,7 +19,7 @@ import pandas as pd
 import streamlit as st
 from streamlit import config as streamlit_config  # (AppTest patches its get_option, not st's)
 
-from cnmc_core.dashboard import base, classify, demo_build, thumbnails
+from cnmc_core.dashboard import base, classify, demo_build, figures, thumbnails
 
 APP_NAME = "C-NMC leukemia cells"  # the sidebar's heading and every browser tab's title
 RESEARCH_ONLY = "**Research use only — not for diagnosis.** These models have not been validated for clinical use."
@@ -34,8 +33,7 @@ STYLE = f"""<style>
 </style>"""
 
 
-def model_color(name_or_key: str) -> str:
-    return palette.model_style(name_or_key).color
+model_color = figures.model_color  # one colour per model, the same in the report (dashboard/figures.py)
 
 
 # ---- running a page -----------------------------------------------------------------------------
@@ -68,9 +66,7 @@ def code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def plotly_text(text: str) -> str:
-    """`text` for a Plotly label or hover: Plotly reads a few HTML tags (<a href>, <b>); entities show literally."""
-    return html.escape(str(text), quote=False)
+plotly_text = figures.plotly_text  # text for a Plotly label or hover, escaped (dashboard/figures.py)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts with one of these

@@ -38,9 +38,7 @@ def plotly_text(words) -> str:
 
 
 def model_color(name_or_key: str) -> str:
-    """The colour the pages give a model (by key or display name); the ensemble is near-black."""
-    if name_or_key in (ENSEMBLE_NAME, "ensemble"):
-        return ENSEMBLE_COLOR
+    """The colour the pages give a model (by key or display name); the ensemble's is black (cnmc_core/palette.py)."""
     return model_style(name_or_key).color
 
 
