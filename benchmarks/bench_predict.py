@@ -9,8 +9,8 @@ the same process and interleaved round by round (so a busy machine slows all ali
   preprocessed: what the models themselves cost;
 - predict: `Predictor.predict` from the file's bytes: decoding, resizing, preprocessing, every
   model, the out-of-distribution check, the summary: what a user waits for;
-- bare Grad-CAM: the bare forward passes plus tf-keras-vis Grad-CAM on the registry layer of every
-  model, on the prepared input;
+- bare Grad-CAM: every model's compiled Grad-CAM pass (`explain.GradcamPass`: the forward pass and the
+  gradient at the registry layer, what the page and `predict` now run) on the prepared input;
 - predict + Grad-CAM: `Predictor.classify(..., cam="gradcam")`: all of the above, heatmaps resized
   to the image.
 
@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", help="the cell to classify (default: the study's first validation cell)")
     args = parser.parse_args(argv)
 
-    from cnmc_core.explain import Explainer, log_odds_score
     from cnmc_core.images import open_image, preprocess, resize_frame
     from cnmc_core.predict import Predictor
     from cnmc_core.registry import get_spec
@@ -65,19 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     inputs = {
         k: preprocess(resize_frame(img, predictor.sizes[k])[None], get_spec(k).preprocess) for k in predictor.models
     }
-    explainers = {k: Explainer.for_model(m, k) for k, m in predictor.models.items()}
-    score = log_odds_score(1.0)
 
     def bare_forward():
         for key, model in predictor.models.items():
             model.predict_on_batch(inputs[key])
 
     def bare_gradcam():
-        bare_forward()
-        for key, e in explainers.items():
-            with_quiet = e._visualiser("gradcam")
-            with_quiet(score, inputs[key], penultimate_layer=e.layer, seek_penultimate_conv_layer=False,
-                       expand_cam=False, normalize_cam=False)
+        for key, gradcam_pass in predictor._passes.items():
+            gradcam_pass(inputs[key])
 
     def ours():
         predictor.predict(content, name=image.name)
@@ -89,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare forward": bare_forward, "predict": ours,
         "bare Grad-CAM": bare_gradcam, "predict + Grad-CAM": ours_gradcam,
     }
-    for fn in runs.values():  # warm-up: graphs traced, tf-keras-vis objects built
+    for fn in runs.values():  # warm-up: graphs traced
         fn()
         fn()
     times = {name: [] for name in runs}

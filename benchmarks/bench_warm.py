@@ -16,8 +16,9 @@ Three measurements on fresh servers (127.0.0.1 only), so every one starts cold, 
 - gc: in this process, one full `gc.collect()` and one `keras.backend.clear_session()` (what Streamlit runs
   after every script run) with TensorFlow imported and the study's models loaded, before and after
   `gc.freeze()` (what the dashboard's loader does; docs/dashboard.md, "Garbage collection"); then one
-  validation cell through every model with Grad-CAM (the Classify page's call, warm), median of 3, as it is
-  and with a real `clear_session()` before each (what Streamlit did before the loader stopped it).
+  validation cell through every model with Grad-CAM (the Classify page's two calls, warm: the predictions, then
+  the heatmaps), median of 3, as it is and with a real `clear_session()` before each (what Streamlit did before
+  the loader stopped it). `benchmarks/bench_gradcam.py` sets this against the path before explain.GradcamPass.
 
 Prints one line per measurement and whether each goal is met; exit 0 when all measured goals are met.
 Uses Debian's /usr/bin/chromium (no browser download).
@@ -180,10 +181,14 @@ def collection_seconds(artifacts: str, study: str) -> str:
     cell, _ = load_users.pick_cells(artifacts, study, 1)[0]
     content = cell.read_bytes()
 
+    def page_calls() -> None:  # views/6_Classify_a_cell.py: the predictions (drawn first), then the heatmaps
+        upload = classify.classify_upload(predictor, content, cell.name, None, 480)
+        classify.explain_upload(predictor, upload, classify.WARM_CAM)
+
     def upload(clear_first: bool) -> float:
         if clear_first:
             keras.backend.clear_session()
-        return timed(lambda: classify.classify_upload(predictor, content, cell.name, classify.WARM_CAM, 480))
+        return timed(page_calls)
 
     kept = statistics.median(upload(False) for _ in range(3))
     cleared = statistics.median(upload(True) for _ in range(3))

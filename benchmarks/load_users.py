@@ -124,7 +124,7 @@ async def _one(page, cell: Path, session: Session, go: asyncio.Event, timeout_ms
         await page.wait_for_function(RENDERED_JS, timeout=timeout_ms, polling=100)
         session.seconds = time.perf_counter() - start
         main = page.locator('[data-testid="stMain"]')
-        session.shown_file = (await main.locator("h3").first.inner_text()).strip()
+        session.shown_file = (await main.locator("h2").first.inner_text()).strip()
         metric = page.locator('[data-testid="stMetric"]').first
         session.shown_label = (await metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()
         delta = await metric.locator('[data-testid="stMetricDelta"]').inner_text()

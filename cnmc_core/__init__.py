@@ -31,12 +31,15 @@ Keras classes at import and so is lazy like Keras itself).
     crossval     subject-level cross-validation of the head on cached features (train --split cv)
     render       colour maps, overlays, PNG bytes
     palette      the colours of every chart: a colour-blind-safe colour and marker per model, the classes, the accent
+    heat         reading a heatmap: its share of heat on the cell, flat or empty, in the words shown beside it
     explain      the CAM methods (Grad-CAM, Grad-CAM++, Score-CAM)
     gallery      the Grad-CAM gallery: choosing, building, reading
     ood          the out-of-distribution check: frame statistics and feature reference
     neighbours   reference cells: the training cells nearest to an upload in a model's feature space
+    masks        mask operations giving what scikit-image's and scipy's give, faster (holes, openings, distances)
     segment      finding white cells in a smear crop
     cutout       a white cell cut out onto black: its coverage at its soft edge, the glass's light removed
+    stain        stain normalisation in CIE Lab (Reinhard): the colour reference, a stain's distance, moving it
     prepare      smear crop -> C-NMC-style frames (scale, mask, centring, stain normalisation)
     answer       the Inconclusive rule, and the one-line summary of several results
     predict      classifying uploads with every model of a study
@@ -61,8 +64,8 @@ __version__ = "0.1.0"
 LAYERS = (
     "registry", "runtime", "config", "disk", "artifacts", "store", "progress", "images", "synthetic", "smears",
     "dataset", "splits", "stats", "patient_stats", "evaluation", "models", "features", "projection", "head",
-    "training", "crossval", "render", "palette", "explain", "gallery", "ood", "neighbours", "segment", "cutout",
-    "prepare", "answer", "predict",
+    "training", "crossval", "render", "palette", "heat", "explain", "gallery", "ood", "neighbours", "masks", "segment",
+    "cutout", "stain", "prepare", "answer", "predict",
     "roundtrip", "analysis", "study", "report", "dashboard",
     "commands", "cell_commands", "cli", "__main__",
 )

@@ -4,7 +4,8 @@ For every complete model, each at its own saved threshold: 95% class-stratified 
 intervals of every metric (`ci95`, with `ci_replicates` and `ci_method` saying how many replicates were
 used), the patient-level results (`patient`: `patient_stats.patient_block`) in metrics.json, and
 accuracy per validation subject (`subjects.csv`). Then the ensemble (mean P(ALL) of the models, saved
-as models/ensemble/ like a model, at its own saved threshold) and `comparison.csv`: every pair of
+as models/ensemble/ like a model; with --split cv its out-of-fold P(ALL), the mean of its models' oof.csv,
+gives it a `cv` block and an oof.csv like theirs) and `comparison.csv`: every pair of
 models tested by subject (the paired sign-flip test, Holm-adjusted: the headline), with cell-level
 McNemar beside it and the AUC difference (`patient_stats.compare_models_by_subject`). Why: docs/statistics.md.
 With `--split cv`, each model's out-of-fold predictions (oof.csv) give the `cv` block of metrics.json
@@ -17,6 +18,7 @@ Every file is read through the store's checks: a damaged one stops the analysis 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -24,15 +26,17 @@ import numpy as np
 import pandas as pd
 
 from . import crossval
+from .config import STOPPING
 from .disk import write_csv
 from .evaluation import classification_metrics
+from .head import choose_threshold
 from .patient_stats import SUBJECT_COLUMNS, compare_models_by_subject, patient_block
 from .stats import N_BOOT, class_stratified_cis, per_subject
 from .store import ENSEMBLE, StoreError, StudyLock, StudyStore
 
 log = logging.getLogger(__name__)
 MAX_BOOT = 100_000  # bootstrap replicates: more gains nothing visible and costs memory in proportion
-ENSEMBLE_THRESHOLD = 0.5  # the ensemble has no training-side predictions to choose a threshold on
+ENSEMBLE_THRESHOLD = 0.5  # the ensemble's threshold when it has no out-of-fold predictions to choose one on
 
 
 def analyse_study(
@@ -60,7 +64,7 @@ def analyse_study(
                 f"its {len(expected)} models cannot be built; finish the study, or pass --partial-ensemble to use "
                 f"the {len(keys)} complete one(s)"
             )
-        predictions, thresholds = {}, {}
+        predictions, thresholds, oofs, saved_metrics = {}, {}, {}, {}
         for key in keys:
             preds, oof = store.read_predictions(key), crossval.read(store, key)
             saved = store.read_metrics(key)
@@ -69,22 +73,33 @@ def analyse_study(
             if oof is not None:  # the cv block: how it was made (saved by the study), then its figures
                 cv = saved.get("cv") if isinstance(saved.get("cv"), dict) else {}
                 extra["cv"] = {**cv, **crossval.cv_figures(oof, threshold, n_boot, seed)}
+                oofs[key] = oof
             store.update_metrics(key, extra)
             write_csv(store.subjects_csv(key), per_subject(preds, threshold))
-            predictions[key], thresholds[key] = preds, threshold
+            predictions[key], thresholds[key], saved_metrics[key] = preds, threshold, saved
 
         has_ensemble = len(predictions) >= 2
+        ensemble_oof = store.model_file(ENSEMBLE, crossval.OOF_FILE)
         if has_ensemble:
             ensemble = _ensemble(predictions)
-            threshold = _ensemble_threshold(store)
+            # Cross-validated like its models when every one of them is: the mean of their out-of-fold P(ALL).
+            oof = _ensemble(oofs, extra=("fold",)) if len(oofs) == len(predictions) else None
+            threshold, source = _ensemble_threshold(store, saved_metrics, oof)
             metrics = classification_metrics(ensemble["label"].to_numpy(), ensemble["prob_all"].to_numpy(), threshold)
             metrics.update(model=ENSEMBLE, name="Ensemble (mean)", members=list(predictions),
-                           threshold_source="saved" if threshold != ENSEMBLE_THRESHOLD else "0.5, not tuned",
-                           **_statistics(ensemble, threshold, n_boot, seed))
+                           threshold_source=source, **_statistics(ensemble, threshold, n_boot, seed, oof))
+            if oof is not None:
+                write_csv(ensemble_oof, oof)
+                how = saved_metrics[keys[0]].get("cv") if isinstance(saved_metrics[keys[0]].get("cv"), dict) else {}
+                metrics["cv"] = {**{k: how[k] for k in ("folds", "fold_source", "scope", "stopping") if k in how},
+                                 **crossval.cv_figures(oof, threshold, n_boot, seed)}
+            else:
+                ensemble_oof.unlink(missing_ok=True)
             store.write_ensemble(metrics, ensemble)
             write_csv(store.subjects_csv(ENSEMBLE), per_subject(ensemble, threshold))
         else:  # fewer than two models: an ensemble left from an earlier run no longer holds
             store.model_file(ENSEMBLE, "metrics.json").unlink(missing_ok=True)
+            ensemble_oof.unlink(missing_ok=True)
         # Each model at its own saved threshold (a shared 0.5 was issue 14, point 3); the ensemble is not a
         # pair member: it is made of these models.
         comparison = compare_models_by_subject(predictions, thresholds, n_boot=n_boot, seed=seed)
@@ -109,27 +124,46 @@ def _statistics(predictions: pd.DataFrame, threshold: float, n_boot: int, seed: 
             "ci_method": cis["method"], "patient": patient}
 
 
-def _ensemble_threshold(store: StudyStore) -> float:
-    """The ensemble's saved threshold (kept across recomputation), else ENSEMBLE_THRESHOLD."""
+def _ensemble_threshold(store: StudyStore, members: Mapping[str, dict], oof: pd.DataFrame | None) -> tuple[float, str]:
+    """(the ensemble's threshold, its `threshold_source`), by its models' rule (`members`: their metrics.json).
+
+    When every model chose its threshold on its out-of-fold predictions ("train (out-of-fold)"), the ensemble
+    chooses its own the same way, on its out-of-fold P(ALL) `oof` (Youden's J, `head.choose_threshold`). When
+    every model used the fixed 0.5, so does the ensemble. Otherwise (no out-of-fold predictions to choose on):
+    its earlier saved threshold (kept across recomputation), else ENSEMBLE_THRESHOLD.
+    """
+    sources = {str(m.get("threshold_source", "")) for m in members.values()}
+    if oof is not None and sources == {"train (out-of-fold)"}:
+        return choose_threshold(oof["label"].to_numpy(dtype=int), oof["prob_all"].to_numpy(dtype=float)), \
+            "train (out-of-fold)"
+    if sources == {"fixed"}:
+        return ENSEMBLE_THRESHOLD, "fixed"
     if not store.model_file(ENSEMBLE, "metrics.json").is_file():
-        return ENSEMBLE_THRESHOLD
+        return ENSEMBLE_THRESHOLD, "0.5, not tuned"
     saved = store.read_metrics(ENSEMBLE).get("threshold", ENSEMBLE_THRESHOLD)
-    return float(saved) if isinstance(saved, (int, float)) and 0 < saved < 1 else ENSEMBLE_THRESHOLD
+    if isinstance(saved, (int, float)) and 0 < saved < 1 and saved != ENSEMBLE_THRESHOLD:
+        return float(saved), "saved"
+    return ENSEMBLE_THRESHOLD, "0.5, not tuned"
 
 
-def _ensemble(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Mean P(ALL) over the models, per image; every model must have predicted the same images."""
+def _ensemble(predictions: dict[str, pd.DataFrame], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Mean P(ALL) over the models, per image; every model must have predicted the same images (and agree on
+    the `extra` columns: an out-of-fold image's fold)."""
     keys = list(predictions)
-    out = predictions[keys[0]][["path", "subject", "label"]].copy()
+    columns = ["path", "subject", "label", *extra]
+    out = predictions[keys[0]][columns].copy()
     probs = []
     for k in keys:
-        merged = out[["path"]].merge(predictions[k][["path", "prob_all"]], on="path", how="left", validate="one_to_one")
+        merged = out[["path", *extra]].merge(predictions[k][["path", *extra, "prob_all"]], on=["path", *extra],
+                                             how="left", validate="one_to_one")
         if merged["prob_all"].isna().any():
-            raise StoreError(f"{k}'s predictions.csv lacks images that {keys[0]} predicted; the ensemble needs "
-                             "the same images from every model (rerun the study)")
+            what = "out-of-fold predictions (oof.csv) lack images, or give them other folds," if extra else \
+                "predictions.csv lacks images"
+            raise StoreError(f"{k}'s {what} that {keys[0]} predicted; the ensemble needs the same images from "
+                             "every model (rerun the study)")
         probs.append(merged["prob_all"].to_numpy())
     out["prob_all"] = sum(probs) / len(probs)
-    return out
+    return out[["path", "subject", "label", "prob_all", *extra]]
 
 
 # ---- one verdict, the same on every page ------------------------------------------------------------
@@ -172,6 +206,58 @@ def verdict(comparison: pd.DataFrame | None, name: Callable[[str], str] = str) -
         others = f"; {significant} of {len(c)} pairs differ" if significant else ""
         sentence = f"No model is significantly better than the others {how}{others}."
     return Verdict(True, winners[0] if len(winners) == 1 else None, n_subjects, len(c), significant, sentence)
+
+
+# ---- what chose the kept epoch, in words (the Training curves page and the Overview) ----------------------
+
+@dataclass(frozen=True)
+class Stopping:
+    """What chose one model's kept epoch, from metrics.json's `stopping` block (splits.stopping_record).
+
+    A study made before the block existed stopped on the validation loss with the best epoch restored
+    (config's `val_best`)."""
+    rule: str  # config.stopping: val (the paper: last epoch kept) | inner | val_best
+    curve: str  # whose loss chose the kept epoch: "inner" (the inner slice's) or "validation"
+    kept: str  # "lowest" (that loss's lowest epoch was restored) or "last" (the last epoch was kept)
+    chosen_on: str  # in words, as saved: "an inner slice of 4 training subjects (100 cells), not trained on"
+
+    @property
+    def validation_chose(self) -> bool:
+        return self.curve == "validation"
+
+
+# splits.stopping_record's wordings: a saved `chosen_on` is shown only when it is one of them (a shared study is
+# someone else's text, and pages render these sentences as Markdown)
+CHOSEN_ON = re.compile(r"an inner slice of \d+ training subjects \(\d+ cells\), not trained on"
+                       r"|the validation split, (last epoch kept|best epoch restored)")
+
+
+def stopping_of(metrics: Mapping) -> Stopping:
+    """What chose the kept epoch of one model, from its metrics.json (`metrics`), for people."""
+    block = metrics.get("stopping") if isinstance(metrics.get("stopping"), dict) else {}
+    rule = block.get("rule") if block.get("rule") in STOPPING else "val_best"
+    validation = block.get("validation_chose", True) is not False
+    kept = "last" if validation and rule == "val" else "lowest"
+    chosen_on = block.get("chosen_on")
+    if not (isinstance(chosen_on, str) and CHOSEN_ON.fullmatch(chosen_on)):
+        chosen_on = ("an inner slice of the training subjects, not trained on" if not validation else
+                     "the validation split, " + ("last epoch kept" if kept == "last" else "best epoch restored")
+                     + ("" if block else " (before the rule was recorded)"))
+    return Stopping(rule, "validation" if validation else "inner", kept, chosen_on)
+
+
+def stopping_sentence(stopping: Stopping, patience: int | None = None) -> str:
+    """One plain sentence: which data chose the kept epoch, and whether the validation figures are optimistic."""
+    if not stopping.validation_chose:
+        return (f"The kept epoch is the one with the lowest loss on {stopping.chosen_on}; the validation split "
+                "chose nothing, so its figures are not made optimistic by the choice of epoch.")
+    if stopping.kept == "last":
+        wait = f"{patience} epochs" if patience else "a few epochs"
+        return ("The kept epoch is the last one, as in the paper: training stopped once the validation loss had "
+                f"not fallen for {wait} (or at the epoch limit), so the validation split chose it and the validation "
+                "figures are optimistic.")
+    return ("The kept epoch is the one with the lowest validation loss, restored by early stopping, so the "
+            "validation split chose it and the validation figures are optimistic.")
 
 
 PATIENT_SUMMARY = ("Model", "Patients", "ALL", "HEM", "Patient AUC", "AUC 95% low", "AUC 95% high",

@@ -80,6 +80,10 @@ def cmd_explain(args) -> int:
     _check_prepare_options(args)
     store = StudyStore(args.artifacts, args.study).require()
     explain.check_study_model(store, args.model)  # before TensorFlow starts: a wrong name fails at once
+    config = store.read_study().get("config")
+    if isinstance(config, dict) and config.get("weights") == "none":  # as the pages say it (gallery_view)
+        print("note: this study's networks have random weights: the heatmap shows what an untrained network "
+              "responds to, not evidence it learned", file=sys.stderr)
     if args.prepare == "off":
         _import_tensorflow_quietly()
         img, e = explain.explain_image(store, args.model, args.image, args.method, args.target)
@@ -116,6 +120,6 @@ def _write_explanation(args, img, e, out: Path, npy: Path | None, where: str) ->
     write_bytes(out, render.png_bytes(render.overlay(img, e.heatmap, args.opacity)))
     if npy:
         write_npy(npy, e.heatmap)
-    note = "; no location adds evidence for it (the heatmap is all zero)" if e.empty else ""
+    # the heatmap's reading, as the gallery and the Classify page word it: its share of heat on the cell, or why none
     print(f"{where}{args.model}: P(ALL) {e.p_all:.3f}; {explain.METHODS[e.method]} on {e.layer}, "
-          f"evidence for {e.target}{note}; wrote {out}" + (f" and {npy}" if npy else ""))
+          f"{e.reading(img).text}; wrote {out}" + (f" and {npy}" if npy else ""))

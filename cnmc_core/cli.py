@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import cell_commands, commands, explain
+from . import cell_commands, commands, explain, progress
 from .analysis import MAX_BOOT
 from .config import PRESETS, STOPPING
 from .predict import PREPARE_MODES
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 0
-        with logging_redirect_tqdm():  # log lines on stderr do not collide with a progress bar being drawn
+        with logging_redirect_tqdm(), progress.catching_interrupts():  # (log lines do not break a progress bar)
             return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished models and cached features are kept; run the same command again to resume",

@@ -24,7 +24,7 @@ from .dashboard.base import load_study
 from .dashboard.report import study_report
 from .disk import write_bytes, write_json
 from .models import resolve_weights
-from .progress import ProgressEvent
+from .progress import ProgressEvent, raise_if_interrupted
 from .registry import MODELS, get_spec
 from .store import StudyLock, StudyStore, artifacts_root, list_studies
 from .study import run_study
@@ -280,6 +280,7 @@ class _ProgressPrinter:
         self.last_write = 0.0
 
     def __call__(self, event: ProgressEvent) -> None:
+        raise_if_interrupted()
         stage = event.stage
         if stage in ("model", "skip"):
             done = ": already complete" if stage == "skip" else ""

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .masks import bounding_box
 from .segment import stain_densities
 
 EDGE_BAND = 0.12  # the soft edge is measured within this share of the cell's radius of its outline (each way)
@@ -34,17 +35,19 @@ def coverage(rgb: np.ndarray, mask: np.ndarray, others: np.ndarray, glass: np.nd
     with the glass still in it); `mask` is the cell (bool, its half-coverage outline), `others` the pixels of any
     other white cell (bool), `glass` the blank glass's RGB colour."""
     alpha = mask.astype(np.float32)
-    if mask.sum() < 20:
+    area = np.count_nonzero(mask)
+    if area < 20:
         return alpha
-    band = max(MIN_BAND_PX, EDGE_BAND * float(np.sqrt(mask.sum() / np.pi)))
+    band = max(MIN_BAND_PX, EDGE_BAND * float(np.sqrt(area / np.pi)))
     pad = int(np.ceil(band)) + 2
-    rows, cols = np.nonzero(mask)
-    box = (slice(max(0, rows.min() - pad), rows.max() + pad + 1), slice(max(0, cols.min() - pad), cols.max() + pad + 1))
+    rows, cols = bounding_box(mask)
+    box = (slice(max(0, rows.start - pad), rows.stop + pad), slice(max(0, cols.start - pad), cols.stop + pad))
     cell, near = mask[box], ~others[box]
     inside = ndimage.distance_transform_edt(cell)
     if not (inside > band).any():  # too thin to have a core: keep the hard mask
         return alpha
-    _, nearest = ndimage.distance_transform_edt(inside <= band, return_indices=True)  # each pixel's nearest core
+    # each pixel's nearest core pixel (its indices only: the distances are not needed)
+    nearest = ndimage.distance_transform_edt(inside <= band, return_distances=False, return_indices=True)
     outside_mask = ndimage.distance_transform_edt(~cell)
     rim = cell & (inside <= band)
     halo = ~cell & (outside_mask <= band) & near
@@ -67,8 +70,9 @@ def on_black(rgb: np.ndarray, alpha: np.ndarray, glass: np.ndarray) -> np.ndarra
     cover, pixel - (1 - alpha) x glass; black where alpha is 0."""
     out = np.zeros_like(rgb)
     cell = alpha > 0
-    light = rgb[cell].astype(np.float32) - (1.0 - alpha[cell])[:, None] * np.asarray(glass, np.float32)[None, :]
-    out[cell] = np.clip(np.round(light), 0, 255).astype(np.uint8)
+    box = bounding_box(cell)  # less to compute
+    light = rgb[box].astype(np.float32) - (1.0 - alpha[box])[..., None] * np.asarray(glass, np.float32)
+    out[box] = np.where(cell[box][..., None], np.clip(np.round(light), 0, 255), 0).astype(np.uint8)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Where each model looked: Grad-CAM, Grad-CAM++ and Score-CAM (tf-keras-vis) on the registry's layer.
+"""Where each model looked: Grad-CAM (one compiled pass), Grad-CAM++ and Score-CAM (tf-keras-vis) on the
+registry's layer.
 
 The layer is always the registry's `gradcam_layer`, passed by name with the library's layer search
 turned off (`seek_penultimate_conv_layer=False`): left to itself, tf-keras-vis walks back to the
@@ -17,7 +18,9 @@ strongest, in the coordinates of the image as given (the model sees the whole fr
 layer's grid spans the whole frame and is resized straight to the image's size, bilinearly). All
 zero when no location adds evidence for the target (the ReLU removes everything): `Explanation.empty`.
 
-This module computes heatmaps only. Drawing them (colours, overlays, PNG) is render.py; the cached
+What a heatmap says beside it (its share of heat on the cell, flat, empty) is heat.py.
+
+This module computes heatmaps. Drawing them (colours, overlays, PNG) is render.py; the cached
 gallery of a study is gallery.py. TensorFlow and tf-keras-vis are imported inside the functions that
 run them, so importing this module stays fast.
 """
@@ -32,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .images import DARK_LEVEL, open_image, preprocess, resize_frame
+from .heat import HeatReading, read_heatmap
+from .images import open_image, preprocess, resize_frame
 from .models import load_classifier, p_all
 from .registry import get_spec
 from .store import StudyStore
@@ -92,6 +96,64 @@ def log_odds_score(sign: float | Sequence[float] | np.ndarray):
     return score
 
 
+class GradcamPass:
+    """One compiled pass of a classifier giving its scores, its Grad-CAM map on `layer_name`, and the outputs of
+    `extra_layers` (the Predictor's pooled features): a prediction and where it came from, in one forward pass.
+
+    Preprocessed inputs (n, size, size, 3) -> (maps float32 (n, h, w): Grad-CAM of the evidence for ALL (the score
+    log(s_ALL / s_HEM)) on the layer's grid, before the ReLU; scores float32 (n, 2); [each extra layer's output]).
+    The map for HEM is the same map negated: the score's sign carries exactly through the gradient and the sums.
+
+    Written here, not run through tf-keras-vis's Gradcam, for speed: tf-keras-vis runs eagerly, op by op, and builds
+    a Keras model on every call; this is one tf.function, traced once per classifier whatever the batch size (the
+    signature leaves the batch open). Its gradient flows back through the head only, so the pass costs what the
+    forward pass alone does: on 2 cores, one cell's predictions and Grad-CAMs by the seven demo models at 96 px
+    took 2.5 s the old way and take 0.23 s in these passes (benchmarks/bench_gradcam.py). The formula is
+    tf-keras-vis's (channel weights: the spatial mean of d score / d map; the map: the weighted sum over channels),
+    and tests/test_gradcam_pass.py checks the maps against tf-keras-vis on every registry model.
+    """
+
+    def __init__(self, classifier, layer_name: str, extra_layers: Sequence[str] = ()):
+        import keras
+        import tensorflow as tf
+
+        outputs = [gradcam_layer(classifier, layer_name).output, classifier.output]
+        model = keras.Model(classifier.inputs, outputs + [classifier.get_layer(name).output for name in extra_layers])
+        size = int(classifier.input_shape[1])
+        score = log_odds_score(1.0)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                maps, scores, *extra = model(x, training=False)
+                target = score(scores)
+            grads = tf.cast(tape.gradient(target, maps), tf.float32)  # (n, h, w, channels)
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (n, 1, 1, channels)
+            cams = tf.reduce_sum(tf.cast(maps, tf.float32) * weights, axis=-1)
+            return cams, tf.cast(scores, tf.float32), extra
+
+        self._run = run
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        cams, scores, extra = self._run(np.asarray(x, dtype=np.float32))
+        return cams.numpy(), scores.numpy(), [np.asarray(e) for e in extra]
+
+    @property
+    def traces(self) -> int:
+        """How many times the pass was traced: 1 once it has run (each trace of a large model costs seconds)."""
+        return int(self._run.experimental_get_tracing_count())
+
+
+def layer_heatmaps(cams: np.ndarray) -> np.ndarray:
+    """Signed maps (n, h, w) of the target's evidence -> float32 (n, h, w) in [0, 1]: ReLU, then each map divided
+    by its own maximum, as in the keras-io example (all zero where nothing is positive). Not tf-keras-vis's min-max
+    normalisation: its epsilon flattens maps of tiny magnitude (random bases)."""
+    cams = np.maximum(np.nan_to_num(np.asarray(cams, dtype=np.float64)), 0.0)
+    peak = cams.max(axis=(1, 2), keepdims=True)
+    return np.divide(cams, peak, out=np.zeros_like(cams), where=peak > 0).astype(np.float32)
+
+
 @contextmanager
 def _quiet_keras():
     """Score-CAM calls model.predict, whose progress bar would land in our stdout (JSON lines)."""
@@ -124,22 +186,34 @@ class Explanation:
         """No location adds evidence for the target: the heatmap is all zero."""
         return not float(self.heatmap.max()) > 0.0
 
+    def reading(self, img: Image.Image) -> HeatReading:
+        """Where this heatmap puts its heat on `img`, the frame it was computed on (same size)."""
+        return read_heatmap(self.heatmap, img, self.p_all, self.target)
+
 
 class Explainer:
-    """Heatmaps of one loaded classifier; the tf-keras-vis objects are built once and kept."""
+    """Heatmaps of one loaded classifier: Grad-CAM by its compiled pass (GradcamPass), Grad-CAM++ and Score-CAM by
+    tf-keras-vis; each built on first use and kept."""
 
-    def __init__(self, classifier, layer_name: str, preprocess_mode: str):
+    def __init__(self, classifier, layer_name: str, preprocess_mode: str, gradcam_pass: GradcamPass | None = None):
         self.classifier = classifier
         self.layer = gradcam_layer(classifier, layer_name).name
         self.channels = int(classifier.get_layer(self.layer).output.shape[-1])
         self.preprocess_mode = preprocess_mode
         self.size = int(classifier.input_shape[1])
+        self._gradcam_pass = gradcam_pass  # given by a Predictor: the pass its predictions run (traced once)
         self._visualisers: dict = {}
 
     @classmethod
-    def for_model(cls, classifier, key: str) -> Explainer:
+    def for_model(cls, classifier, key: str, gradcam_pass: GradcamPass | None = None) -> Explainer:
         spec = get_spec(key)
-        return cls(classifier, spec.gradcam_layer, spec.preprocess)
+        return cls(classifier, spec.gradcam_layer, spec.preprocess, gradcam_pass)
+
+    @property
+    def gradcam_pass(self) -> GradcamPass:
+        if self._gradcam_pass is None:
+            self._gradcam_pass = GradcamPass(self.classifier, self.layer)
+        return self._gradcam_pass
 
     def _visualiser(self, method: str):
         if method not in self._visualisers:
@@ -155,12 +229,18 @@ class Explainer:
         """Preprocessed inputs (n, size, size, 3) -> float32 (n, h, w), each in [0, 1], on the layer's grid.
 
         `target_all`: whose evidence to show, for the whole batch or per image ((n,) bools): ALL if true, else HEM.
+        Grad-CAM by the compiled pass; the other methods by tf-keras-vis (`library_map`).
         """
+        if method != "gradcam":
+            return self.library_map(x, method, target_all)
+        return layer_heatmaps(self.gradcam_pass(x)[0] * _signs(len(x), target_all)[:, None, None])
+
+    def library_map(self, x: np.ndarray, method: str = "gradcam", target_all: bool | Sequence[bool] = True
+                    ) -> np.ndarray:
+        """`layer_map` as tf-keras-vis computes it, for every method (for Grad-CAM: the reference GradcamPass is
+        tested and benchmarked against)."""
         n = len(x)
-        targets = np.asarray(target_all, dtype=bool)
-        if targets.shape not in ((), (n,)):
-            raise ValueError(f"target_all must be one bool or {n} of them (one per image); got shape {targets.shape}")
-        signs = np.where(np.broadcast_to(targets, (n,)), 1.0, -1.0)
+        signs = _signs(n, target_all)
         kwargs = {"penultimate_layer": self.layer, "seek_penultimate_conv_layer": False, "expand_cam": False,
                   "normalize_cam": False}
         visualiser = self._visualiser(method)
@@ -174,11 +254,7 @@ class Explainer:
                 )
             else:
                 cam = visualiser(log_odds_score(signs), x, **kwargs)
-        # ReLU (done by tf-keras-vis), then each map divided by its own maximum, as in the keras-io example.
-        # Not the library's min-max normalisation: its epsilon flattens maps of tiny magnitude (random bases).
-        cam = np.maximum(np.nan_to_num(np.asarray(cam, dtype=np.float64)), 0.0)
-        peak = cam.max(axis=(1, 2), keepdims=True)
-        return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0).astype(np.float32)
+        return layer_heatmaps(cam)  # (tf-keras-vis did the ReLU already)
 
     def p_all(self, x: np.ndarray) -> np.ndarray:
         """Preprocessed inputs (n, size, size, 3) -> the model's P(ALL), float (n,)."""
@@ -187,26 +263,46 @@ class Explainer:
     def explain_batch(
         self, imgs: Sequence[Image.Image], method: str = "gradcam", target: str = "predicted",
         p_alls: Sequence[float] | None = None, threshold: float = 0.5, out_size: tuple[int, int] | None = None,
+        gradcam_maps: Sequence[np.ndarray] | None = None,
     ) -> list[Explanation]:
         """Heatmaps of decoded RGB images, explained as one batch, each resized to `out_size` (width, height;
         default its own image's size). Each is what `explain` gives for its image alone.
 
-        `p_alls` (if known, one per image) and `threshold` decide each predicted class for target "predicted".
+        `p_alls` (if known, one per image) and `threshold` decide each predicted class for target "predicted";
+        for Grad-CAM without them, P(ALL) comes from the same pass as the maps.
+        `gradcam_maps` (method "gradcam", with `p_alls`): each image's map from a pass already run (GradcamPass's
+        first output, as `Predictor` keeps it with its prediction): no model is run.
         """
         check_method(method)
         check_target(target)
         if p_alls is not None and len(p_alls) != len(imgs):
             raise ValueError(f"p_alls must give one P(ALL) per image: {len(imgs)} images, got {len(p_alls)}")
+        if gradcam_maps is not None and (method != "gradcam" or p_alls is None or len(gradcam_maps) != len(imgs)):
+            raise ValueError(f"gradcam_maps go with method 'gradcam' and p_alls, one map per image: {len(imgs)} "
+                             f"images, method {method!r}, p_alls {'given' if p_alls is not None else 'None'}, "
+                             f"{len(gradcam_maps)} maps")
         if not imgs:
             return []
-        x = preprocess(np.stack([resize_frame(img, self.size) for img in imgs]), self.preprocess_mode)
-        probs = self.p_all(x) if p_alls is None else np.asarray(p_alls, dtype=np.float64)
-        targets_all = (probs >= threshold) | (target == "all")
-        # The gradient tape keeps every activation of every image of a pass: a bounded number per pass.
+        probs = None if p_alls is None else np.asarray(p_alls, dtype=np.float64)
+        maps = None if gradcam_maps is None else np.stack(gradcam_maps)  # (n, h, w): Grad-CAM for ALL
+        x = None if maps is not None else preprocess(np.stack([resize_frame(img, self.size) for img in imgs]),
+                                                     self.preprocess_mode)
+        # tf-keras-vis's gradient tape keeps every activation of every image of a pass: a bounded number per pass.
         step = max(1, GRADCAM_BATCH_PIXELS // (self.size * self.size))
-        cams = np.concatenate(
-            [self.layer_map(x[i:i + step], method, targets_all[i:i + step]) for i in range(0, len(x), step)]
-        )
+        if method == "gradcam" and maps is None:
+            passes = [self.gradcam_pass(x[i:i + step]) for i in range(0, len(x), step)]
+            maps = np.concatenate([m for m, _, _ in passes])
+            if probs is None:
+                probs = p_all(np.concatenate([scores for _, scores, _ in passes]))
+        elif probs is None:
+            probs = self.p_all(x)
+        targets_all = (probs >= threshold) | (target == "all")
+        if method == "gradcam":
+            cams = layer_heatmaps(np.where(targets_all[:, None, None], maps, -maps))  # HEM's map: ALL's negated
+        else:
+            cams = np.concatenate(
+                [self.library_map(x[i:i + step], method, targets_all[i:i + step]) for i in range(0, len(x), step)]
+            )
         return [
             Explanation(to_image_size(cam, out_size or img.size), float(p), "ALL" if t else "HEM", method, self.layer)
             for img, cam, p, t in zip(imgs, cams, probs, targets_all)
@@ -223,27 +319,19 @@ class Explainer:
         return self.explain_batch([img], method, target, None if p_all is None else [p_all], threshold, out_size)[0]
 
 
+def _signs(n: int, target_all: bool | Sequence[bool]) -> np.ndarray:
+    """+1 (evidence for ALL) or -1 (for HEM) per image, from one bool for all `n` images or one per image."""
+    targets = np.asarray(target_all, dtype=bool)
+    if targets.shape not in ((), (n,)):
+        raise ValueError(f"target_all must be one bool or {n} of them (one per image); got shape {targets.shape}")
+    return np.where(np.broadcast_to(targets, (n,)), 1.0, -1.0)
+
+
 def to_image_size(layer_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w) map on the layer's grid -> float32 (height, width) over the whole frame, bilinear, in [0, 1]."""
     width, height = size
     resized = Image.fromarray(np.ascontiguousarray(layer_map, dtype=np.float32)).resize((width, height), Image.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-
-
-def cell_focus(heatmap: np.ndarray, img: Image.Image) -> dict:
-    """Share of the heatmap's mass on the cell (non-black pixels) and the cell's share of the frame.
-
-    A model that looks at the cell puts more of its mass there than the cell's share of the area.
-    `mass_on_cell` is None for an all-zero heatmap.
-    """
-    cell = np.asarray(img.convert("RGB")).max(axis=-1) >= DARK_LEVEL
-    if cell.shape != heatmap.shape:
-        raise ValueError(f"heatmap shape {heatmap.shape} does not match the image's {cell.shape}")
-    total = float(heatmap.sum())
-    return {
-        "mass_on_cell": round(float(heatmap[cell].sum()) / total, 4) if total > 0 else None,
-        "cell_area": round(float(cell.mean()), 4),
-    }
 
 
 def check_study_model(store: StudyStore, key: str) -> None:

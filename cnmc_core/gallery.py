@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .explain import METHODS, Explainer, cell_focus, check_method, check_target, study_classifier
+from .explain import METHODS, Explainer, check_method, check_target, study_classifier
+from .heat import HeatReading, cell_focus, heat_reading
 from .images import open_image, resize_frame
 from .registry import MODELS, get_spec
-from .render import DEFAULT_OPACITY, overlay, png_bytes
+from .render import DEFAULT_OPACITY, is_flat, overlay, png_bytes
 from .store import StudyStore, read_npy
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,13 @@ def build_gallery(
         for cell, p, e in zip(cells, p_alls, explained):
             heatmaps[(key, cell["id"])] = (e.heatmap * 255).round().astype(np.uint8)
             focus = cell_focus(e.heatmap, images[cell["id"]])
-            masses.append(focus["mass_on_cell"])
+            flat = is_flat(e.heatmap)
+            masses.append(None if flat else focus["mass_on_cell"])  # a flat map's share is the cell's area
             cell["cell_area"] = focus["cell_area"]
             cell["models"][key] = {
                 "p_all": round(p, 6), "predicted": "ALL" if p >= threshold else "HEM",
                 "correct": (p >= threshold) == (cell["label"] == "ALL"), "target": e.target,
-                "empty": e.empty, "mass_on_cell": focus["mass_on_cell"],
+                "empty": e.empty, "flat": flat, "mass_on_cell": focus["mass_on_cell"],
             }
         found = [m for m in masses if m is not None]
         models[key] = {
@@ -218,12 +220,20 @@ class Gallery:
         return (f"true {c['label']} · subject {c['subject']} · ensemble P(ALL) {c['ensemble']:.2f}, "
                 f"{'right' if c['correct'] else 'wrong'}")
 
-    def caption(self, cell_id: str, key: str) -> str:
-        """One model on one cell: its call, whether right, whose evidence is shown, the heat on the cell."""
+    def reading(self, cell_id: str, key: str, flat: bool | None = None) -> HeatReading:
+        """Model `key`'s heatmap of the cell, read from the index. Galleries made before issue 14 record neither
+        `flat` (pass it, from the heatmap: `render.is_flat`) nor `cell_area` (the share is shown without it)."""
+        cell = self.cell(cell_id)
+        m = cell["models"][key]
+        flat = bool(m.get("flat", False)) if flat is None else flat
+        return heat_reading(bool(m["empty"]), flat, m.get("mass_on_cell"), cell.get("cell_area"), m["p_all"],
+                            m["target"])
+
+    def caption(self, cell_id: str, key: str, flat: bool | None = None) -> str:
+        """One model on one cell: its call, whether right, and its heatmap's reading (`reading`)."""
         m = self.cell(cell_id)["models"][key]
-        heat = "no evidence for it anywhere" if m["empty"] else f"{m['mass_on_cell']:.0%} of the heat on the cell"
         return (f"{get_spec(key).name}: P(ALL) {m['p_all']:.2f}, calls {m['predicted']} "
-                f"({'right' if m['correct'] else 'wrong'}); evidence for {m['target']}, {heat}")
+                f"({'right' if m['correct'] else 'wrong'}); {self.reading(cell_id, key, flat).text}")
 
     def option_label(self, cell_id: str, model: str | None = None) -> str:
         c = self.cell(cell_id)

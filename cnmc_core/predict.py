@@ -5,6 +5,10 @@ input size, and run through each model. P(ALL) is `models.p_all` of the classifi
 mean over the study's orientations when it was evaluated with test-time augmentation), the same
 number `predictions.csv` holds for validation images; each model votes at its own threshold.
 
+Each model runs once per image: one compiled pass (explain.GradcamPass) gives its P(ALL), its pooled features
+and its Grad-CAM map, which the result keeps, so that a page draws the predictions first and the Grad-CAM
+heatmaps after without running any model again (`explain_cells`).
+
 Each result also carries the out-of-distribution check (`ood`, see ood.py: a warning with one reason
 per problem, when the frame is unlike the study's training frames) and, when asked for, each model's
 heatmap (explain.py). How those are computed lives in those modules; this one runs the models.
@@ -27,7 +31,7 @@ import pandas as pd
 from PIL import Image
 
 from .answer import apply_rule
-from .explain import Explainer, to_image_size
+from .explain import Explainer, GradcamPass, to_image_size
 from .features import orient
 from .images import ImageError, open_image, preprocess, resize_frame
 from .models import HEAD_POOL, load_classifier, p_all
@@ -51,6 +55,9 @@ class Classification:
     heatmaps: dict = field(default_factory=dict)  # key -> explain.Explanation, when asked for
     cell: PreparedCell | None = None  # the white cell this result is about (prepared or passed through), if any
     features: dict = field(default_factory=dict)  # key -> pooled features (view 0) of the frame the models saw
+    # key -> float32 (h, w): the model's Grad-CAM map for ALL before the ReLU, on its layer's grid (view 0), from
+    # the pass that gave the prediction; `Predictor.explain_cells` makes the heatmaps of either class from it.
+    gradcam: dict = field(default_factory=dict)
 
     def for_display(self, max_side: int = 480) -> Classification:
         """A copy with the image and heatmaps at most `max_side` pixels a side (what a page keeps)."""
@@ -58,7 +65,7 @@ class Classification:
             return self
         image = shrink(self.image, None, max_side)[0]
         heatmaps = {k: replace(e, heatmap=to_image_size(e.heatmap, image.size)) for k, e in self.heatmaps.items()}
-        return Classification(self.result, image, heatmaps, self.cell, self.features)
+        return Classification(self.result, image, heatmaps, self.cell, self.features, self.gradcam)
 
 
 PREPARE_MODES = ("auto", "off")  # auto: find the white cells and make C-NMC-style frames; off: the upload as it is
@@ -81,13 +88,11 @@ class Predictor:
     config_hashes: dict = field(default_factory=dict)  # key -> the model's config hash (its metrics.json)
     synthetic: bool = False  # the study was trained on synthetic (generated) data
     _indexes: dict = field(default_factory=dict)  # key -> neighbours.FeatureIndex, or why there is none
-    _forward: dict = field(default_factory=dict)  # key -> model giving (pooled features, scores)
+    _passes: dict = field(default_factory=dict)  # key -> explain.GradcamPass giving (map, scores, [pooled])
     _explainers: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: StudyStore, keys: list[str] | None = None) -> Predictor:
-        import keras
-
         info = store.require().read_study()
         wanted = keys or [k for k in info.get("models", []) if k in MODELS]
         config = info.get("config", {})
@@ -100,7 +105,7 @@ class Predictor:
                 continue
             try:
                 model = load_classifier(store.model_file(key, "model.keras"))
-                forward = keras.Model(model.input, [model.get_layer(HEAD_POOL).output, model.output])
+                gradcam_pass = GradcamPass(model, get_spec(key).gradcam_layer, extra_layers=[HEAD_POOL])
             except Exception as e:  # a truncated or hostile file must not take the others down
                 p.broken[key] = (
                     f"{key}: model file cannot be loaded ({type(e).__name__}); rerun the study's train command"
@@ -108,7 +113,7 @@ class Predictor:
                 continue
             metrics = store.read_metrics(key)
             p.models[key] = model
-            p._forward[key] = forward
+            p._passes[key] = gradcam_pass
             p.sizes[key] = int(model.input_shape[1])
             p.thresholds[key] = float(metrics.get("threshold", 0.5))
             p.config_hashes[key] = str(metrics.get("config_hash", ""))
@@ -128,22 +133,48 @@ class Predictor:
     # -- the forward passes ------------------------------------------------------------------------
     def forward_image(self, img: Image.Image) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """P(ALL) per model and pooled features (view 0) per model, for one decoded RGB image."""
-        probs, feats, resized = {}, {}, {}
-        for key, forward in self._forward.items():
+        probs, feats, _ = self.run_models(img)
+        return probs, feats
+
+    def run_models(self, img: Image.Image) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One decoded RGB image through every model, one pass each: P(ALL) (the mean over the views), pooled
+        features (view 0) and the Grad-CAM map for ALL before the ReLU (view 0, float32 (h, w)), per model."""
+        probs, feats, maps, resized = {}, {}, {}, {}
+        for key, gradcam_pass in self._passes.items():
             size = self.sizes[key]
             if size not in resized:
                 frame = resize_frame(img, size)[None]  # uint8 (1, size, size, 3)
                 resized[size] = np.concatenate([orient(frame, v) for v in range(self.views)])
-            pooled, scores = forward.predict_on_batch(preprocess(resized[size], get_spec(key).preprocess))
-            probs[key] = float(np.mean(p_all(np.asarray(scores))))
-            feats[key] = np.asarray(pooled)[0]
-        return probs, feats
+            cams, scores, (pooled,) = gradcam_pass(preprocess(resized[size], get_spec(key).preprocess))
+            probs[key] = float(np.mean(p_all(scores)))
+            feats[key] = pooled[0]
+            maps[key] = cams[0]
+        return probs, feats, maps
 
     def explainer(self, key: str) -> Explainer:
-        """The model's Explainer, built on first use and kept (its tf-keras-vis objects are costly)."""
+        """The model's Explainer, built on first use and kept; its Grad-CAM is the pass the predictions run."""
         if key not in self._explainers:
-            self._explainers[key] = Explainer.for_model(self.models[key], key)
+            self._explainers[key] = Explainer.for_model(self.models[key], key, self._passes.get(key))
         return self._explainers[key]
+
+    def explain_cells(self, results: list[Classification], cam: str, target: str = "predicted") -> list[dict]:
+        """Each model's heatmap (method `cam`) of each classified image: per result a dict key -> explain.Explanation
+        in its image's coordinates (empty for an error). Each model's class is its P(ALL) in the result at its own
+        threshold. Grad-CAM comes from the maps the predictions' passes kept: no model runs again. The other methods
+        run on each result's image, the results' images through each model as one batch."""
+        out: list[dict] = [{} for _ in results]
+        for key in self.models:
+            todo = [i for i, r in enumerate(results) if r.image is not None and key in r.result.get("predictions", {})]
+            if not todo:
+                continue
+            kept = cam == "gradcam" and all(key in results[i].gradcam for i in todo)
+            explained = self.explainer(key).explain_batch(
+                [results[i].image for i in todo], cam, target, [results[i].result["predictions"][key] for i in todo],
+                self.thresholds[key], gradcam_maps=[results[i].gradcam[key] for i in todo] if kept else None,
+            )
+            for i, e in zip(todo, explained):
+                out[i][key] = e
+        return out
 
     # -- one image ---------------------------------------------------------------------------------
     def classify(
@@ -163,17 +194,14 @@ class Predictor:
     def classify_image(self, img: Image.Image, label: str, cam: str | None = None,
                        target: str = "predicted") -> Classification:
         """One decoded RGB frame through every model (see `classify`)."""
-        probs, feats = self.forward_image(img)
+        probs, feats, maps = self.run_models(img)
         result = summarise(label, probs, self.broken, self.thresholds, self.ensemble_threshold)
         result["ood"] = self.ood_check(img, feats)
         apply_rule(result, self.thresholds, self.ensemble_threshold)
-        heatmaps = {}
+        out = Classification(result, img, features=feats, gradcam=maps)
         if cam:
-            for key in self.models:
-                heatmaps[key] = self.explainer(key).explain(
-                    img, cam, target, p_all=probs[key], threshold=self.thresholds[key]
-                )
-        return Classification(result, img, heatmaps, features=feats)
+            out.heatmaps = self.explain_cells([out], cam, target)[0]
+        return out
 
     def classify_prepared(
         self, source: str | Path | bytes, name: str | None = None, prepare: str = "auto",

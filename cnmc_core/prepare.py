@@ -11,24 +11,24 @@ What `prepare` does with an upload (an RGB PIL image), in order:
 5. Per cell, at most `max_cells`: it is centred in a square frame of `frame_size` pixels, on black: the glass's
    light is taken out of its soft edge too (cutout.py: its coverage from the stain's density), and everything
    beyond is black (`frame_before_norm`).
-6. The stain is normalised to the study's colour reference (Reinhard et al. 2001, in CIE Lab, on the cell's
-   non-black pixels only): `frame`. One transform per upload, so the differences between its cells are kept.
+6. The stain is normalised to the study's colour reference (stain.py: Reinhard et al. 2001, in CIE Lab, on the
+   cell's non-black pixels only): `frame`. One transform per upload, so the differences between its cells are kept.
 Research use only, like everything here.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from skimage import color, measure
+from skimage import measure
 
 from .cutout import coverage, on_black, resample
 from .segment import CELL_UM, DARK_LEVEL, NUCLEUS_UM, Scale, Segmentation, find_white_cells
 from .smears import CNMC_UM_PER_PX, RED_CELL_DIAMETER_UM
+from .stain import NORMALISE_TOLERANCE, REFERENCE_KEYS, brightest, colour_reference, normalise, stain_distance
 from .synthetic import SIDE
 
 MAX_PIXELS = 4_000_000  # an upload is downscaled to at most this many pixels before segmentation
@@ -38,14 +38,6 @@ MAX_CELLS = 16  # at most this many cells are prepared (and classified) per uplo
 FRAME_BORDER_BLACK = 0.97
 FRAME_CENTRE_OFFSET = 0.1
 FRAME_COVER = (0.03, 0.6)
-# Stain normalisation moves an upload's Lab statistics (6 numbers: mean and std of L, a, b) only as far as needed to
-# bring their z-score length, in units of the training frames' spread from frame to frame, down to this (about the
-# 95th percentile of a chi distribution with 6 degrees of freedom): a crop already in the training stain family is
-# left exactly as it is, so the differences between cells (how much nucleus, how dark) are kept.
-NORMALISE_TOLERANCE = 3.5
-STATS_PIXELS = 8000  # Lab statistics of a cell are taken on about this many of its pixels (an even sample)
-BLACK_LEVEL = 10  # C-NMC's black background is 0-10: a pixel brighter than this in some channel is part of the cell
-_REFERENCE_KEYS = {"lab_mean", "lab_std", "lab_mean_spread", "lab_std_spread"}
 
 
 @dataclass(frozen=True)
@@ -67,9 +59,9 @@ class PrepareOptions:
         if self.max_pixels < 10_000 or self.max_cells < 1:
             raise ValueError(
                 f"max_pixels must be >= 10,000 and max_cells >= 1; got {self.max_pixels}, {self.max_cells}")
-        if self.colour_reference is not None and not _REFERENCE_KEYS <= set(self.colour_reference):
+        if self.colour_reference is not None and not REFERENCE_KEYS <= set(self.colour_reference):
             raise ValueError(
-                f"colour_reference must come from prepare.colour_reference(): it needs {sorted(_REFERENCE_KEYS)}")
+                f"colour_reference must come from prepare.colour_reference(): it needs {sorted(REFERENCE_KEYS)}")
 
 
 @dataclass
@@ -149,7 +141,7 @@ def prepare(img: Image.Image, options: PrepareOptions = PrepareOptions()) -> Pre
     if not seg.scale.um_per_px:
         notes.append("no scale: not rescaled (no scale was stated and no red cells could be measured); state the "
                      "micrometres per pixel to rescale it to C-NMC's scale")
-    cells = [_make_frame(pixels, seg, region, i, zoom, bound, scale, options.frame_size)
+    cells = [_make_frame(bounded, pixels.shape, seg, region, i, zoom, bound, scale, options.frame_size)
              for i, region in enumerate(seg.cells[: options.max_cells])]
     if options.colour_reference is None:
         for cell in cells:
@@ -182,7 +174,7 @@ def _no_cell_message(seg: Segmentation) -> str:
 
 
 def _passthrough(img: Image.Image) -> Preparation:
-    dark = _brightest(np.asarray(img)) < DARK_LEVEL
+    dark = brightest(np.asarray(img)) < DARK_LEVEL
     rows, cols = np.nonzero(~dark)
     y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     cell = PreparedCell(
@@ -195,7 +187,7 @@ def _passthrough(img: Image.Image) -> Preparation:
 def looks_like_cnmc_frame(img: Image.Image) -> bool:
     """Mostly black with one centred cell: a C-NMC frame (or one made like it), which needs no preparation."""
     small = np.asarray(img.resize((96, 96), Image.BILINEAR) if img.size != (96, 96) else img)
-    black = _brightest(small) < DARK_LEVEL
+    black = brightest(small) < DARK_LEVEL
     ring = np.ones_like(black)
     ring[10:-10, 10:-10] = False
     if black[ring].mean() < FRAME_BORDER_BLACK or not FRAME_COVER[0] <= (~black).mean() <= FRAME_COVER[1]:
@@ -210,21 +202,17 @@ def looks_like_cnmc_frame(img: Image.Image) -> bool:
     return bool(np.hypot(cy - 47.5, cx - 47.5) / 96 <= FRAME_CENTRE_OFFSET)
 
 
-def _brightest(pixels: np.ndarray) -> np.ndarray:
-    """The brightest channel of (h, w, 3) pixels (np.maximum of the channels: much faster than .max(axis=-1))."""
-    return np.maximum(np.maximum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
-
-
-def _make_frame(pixels, seg, region, index, zoom, bound, scale, frame_size) -> PreparedCell:
-    """One cell's frame: the bounded image around the cell, rescaled by `zoom`, black outside the cell's mask."""
+def _make_frame(bounded, shape, seg, region, index, zoom, bound, scale, frame_size) -> PreparedCell:
+    """One cell's frame: the bounded image (PIL, `shape` (h, w, 3)) around the cell, rescaled by `zoom`, black
+    outside the cell's mask."""
     ws = seg.work_scale
     cx, cy = (region.centroid[0] + 0.5) / ws, (region.centroid[1] + 0.5) / ws  # bounded px (pixel edges at 0)
     half = frame_size / zoom / 2
     box = (cx - half, cy - half, cx + half, cy + half)  # in bounded px
-    rgb = np.asarray(resample(Image.fromarray(pixels), box, frame_size))
-    cell_work = (seg.labels == region.label).astype(np.float32)
+    rgb = np.asarray(resample(bounded, box, frame_size))
+    cell_work = Image.fromarray((seg.labels == region.label).astype(np.float32), "F")
     work_box = tuple(v * ws for v in box)
-    mask = np.asarray(resample(Image.fromarray(cell_work, "F"), work_box, frame_size)) >= 0.5
+    mask = np.asarray(resample(cell_work, work_box, frame_size)) >= 0.5
     others = ((seg.labels > 0) & (seg.labels != region.label)).astype(np.float32)
     others = np.asarray(resample(Image.fromarray(others, "F"), work_box, frame_size)) > 0.1
     alpha = coverage(rgb, mask, others, seg.glass)
@@ -233,20 +221,18 @@ def _make_frame(pixels, seg, region, index, zoom, bound, scale, frame_size) -> P
     notes = []
     if region.touches_edge:
         notes.append("touches the edge of the upload: part of the cell may be missing")
-    rows, cols = np.nonzero(mask)
-    last = frame_size - 1
-    if len(rows) and (rows.min() == 0 or cols.min() == 0 or rows.max() == last or cols.max() == last):
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():  # the cell reaches the edge
         notes.append(f"larger than the {frame_size} px frame at C-NMC's scale: clipped")
     if scale.source == "none":
         notes.append("not rescaled: the scale is unknown")
 
     x0, y0, x1, y1 = region.bbox  # work px -> upload px, one work pixel of margin
     ux0, uy0 = max(0, int((x0 - 1) / ws / bound)), max(0, int((y0 - 1) / ws / bound))
-    h, w = pixels.shape[:2]
+    h, w = shape[:2]
     ux1, uy1 = min(int(np.ceil(w / bound)), int(np.ceil((x1 + 1) / ws / bound))), min(
         int(np.ceil(h / bound)), int(np.ceil((y1 + 1) / ws / bound)))
     upload_box = (ux0 * ws * bound, uy0 * ws * bound, ux1 * ws * bound, uy1 * ws * bound)  # in work px
-    upload_mask = resample(Image.fromarray(cell_work, "F"), upload_box, (ux1 - ux0, uy1 - uy0))
+    upload_mask = resample(cell_work, upload_box, (ux1 - ux0, uy1 - uy0))
     diameter = region.diameter_px / ws * seg.scale.um_per_px if seg.scale.um_per_px else None
     return PreparedCell(
         index, (ux0, uy0, ux1, uy1), np.asarray(upload_mask) >= 0.5, (cx / bound, cy / bound), zoom * bound,
@@ -254,105 +240,16 @@ def _make_frame(pixels, seg, region, index, zoom, bound, scale, frame_size) -> P
     )
 
 
-# --- stain normalisation (Reinhard, Adhikhmin, Gooch & Shirley 2001, "Color transfer between images") ------------
-def colour_reference(frames: list[Image.Image]) -> dict:
-    """The colour reference of training frames: the average, over frames, of the Lab mean and standard deviation
-    of each frame's cell interior. Give it to PrepareOptions(colour_reference=...)."""
-    stats = [s for s in (_lab_stats(np.asarray(f.convert("RGB"))) for f in frames) if s is not None]
-    if not stats:
-        raise ValueError("colour_reference needs frames with a cell in them (non-black pixels); none had one")
-    means, stds = np.array([m for m, _ in stats]), np.array([s for _, s in stats])  # (frames, 3) each
-    return {
-        "method": "reinhard-lab",
-        "lab_mean": [round(float(v), 3) for v in means.mean(axis=0)],
-        "lab_std": [round(float(v), 3) for v in stds.mean(axis=0)],
-        # how much training frames differ from one another: stains within NORMALISE_TOLERANCE x this are left alone
-        "lab_mean_spread": [round(float(v), 3) for v in means.std(axis=0)],
-        "lab_std_spread": [round(float(v), 3) for v in stds.std(axis=0)],
-        "frames": len(stats),
-    }
-
-
-def _lab_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Lab mean and std (3 each) of a frame's cell interior: its non-black pixels, less the outer eighth of its
-    radius, where the cell meets black (C-NMC) or the glass (a smear) and the two kinds of frame differ."""
-    cell = _brightest(pixels) > BLACK_LEVEL
-    if cell.sum() < 20:
-        return None
-    box = ndimage.find_objects(cell.astype(np.uint8))[0]  # the cell's bounding box: less to measure
-    pixels, cell = pixels[box], cell[box]
-    interior = ndimage.distance_transform_edt(cell) > np.sqrt(cell.sum() / np.pi) / 8
-    chosen = pixels[interior if interior.sum() >= 20 else cell]
-    chosen = chosen[:: max(1, len(chosen) // STATS_PIXELS)]  # an even sample is enough for a mean and a std
-    lab = color.rgb2lab(chosen[:, None, :])[:, 0, :]  # (n, 3)
-    return lab.mean(axis=0), lab.std(axis=0)
-
-
 def normalise_stain(cells: list[PreparedCell], reference: dict) -> None:
-    """Set each cell's `frame`: its `frame_before_norm` with the upload's stain moved to `reference` (in place).
-
-    The upload's statistics are the average of its cells' (as for the reference: Lab mean and standard deviation
-    of each cell's interior), and one transform applies to all its cells. Black stays black.
-    """
-    stats = [s for s in (_lab_stats(np.asarray(c.frame_before_norm)) for c in cells) if s is not None]
-    z = np.zeros(6)  # how far the upload's stain is, in training frames' spreads (no cell interior: nowhere)
-    if stats:
-        z = _stain_z(np.concatenate([np.mean([m for m, _ in stats], 0), np.mean([s for _, s in stats], 0)]), reference)
-    if np.linalg.norm(z) <= NORMALISE_TOLERANCE:
-        for cell in cells:  # already in the training frames' stain family: left exactly as it is
-            cell.frame = cell.frame_before_norm.copy()
-        return
-    centre, spread = _reference_vectors(reference)
-    target = centre + z * (NORMALISE_TOLERANCE / np.linalg.norm(z)) * spread  # the family's nearest edge
-    frames = [np.asarray(c.frame_before_norm) for c in cells]
-    for step in range(2):  # a second pass takes up what clipping to the sRGB gamut (and to non-black) left over
-        stats = stats if step == 0 else [s for s in (_lab_stats(f) for f in frames) if s is not None]
-        source = np.concatenate([np.mean([m for m, _ in stats], axis=0), np.mean([s for _, s in stats], axis=0)])
-        frames = [_move_stain(f, c.coverage, source, target) for f, c in zip(frames, cells)]
-    for cell, frame in zip(cells, frames):
-        cell.frame = Image.fromarray(frame, "RGB")
-
-
-def _move_stain(pixels: np.ndarray, coverage: np.ndarray | None, source: np.ndarray, target: np.ndarray):
-    """The frame's non-black pixels, soft edge included (premultiplied, as the statistics are taken), moved from the
-    `source` Lab mean and std (6,) to the `target`'s; black stays black."""
-    inside = _brightest(pixels) > 0
-    halo = coverage < 0.5 if coverage is not None else np.zeros(inside.shape, bool)
-    out = np.zeros_like(pixels)
-    if inside.any():
-        lab = color.rgb2lab(pixels[inside][:, None, :])[:, 0, :]  # (n, 3)
-        moved = (lab - source[:3]) / np.maximum(source[3:], 1e-3) * target[3:] + target[:3]
-        with warnings.catch_warnings():  # colours moved out of the sRGB gamut are clipped to it: as wanted
-            warnings.filterwarnings("ignore", "Conversion from CIE-LAB", UserWarning)
-            rgb = color.lab2rgb(moved[:, None, :])[:, 0, :]  # float 0-1
-        floor = np.where(halo[inside], 1, BLACK_LEVEL + 1)[:, None]  # the cell stays a cell, its faint edge faint
-        out[inside] = np.clip(np.round(rgb * 255), floor, 255).astype(np.uint8)
-    return out
-
-
-def _reference_vectors(reference: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(6,) centre (Lab mean, Lab std) and (6,) spread of a colour reference."""
-    centre = np.concatenate([reference["lab_mean"], reference["lab_std"]]).astype(float)
-    spread = np.concatenate([reference["lab_mean_spread"], reference["lab_std_spread"]]).astype(float)
-    return centre, np.maximum(spread, 0.5)  # a spread of (almost) 0 would make any difference infinite
-
-
-def _stain_z(stats: np.ndarray, reference: dict) -> np.ndarray:
-    centre, spread = _reference_vectors(reference)
-    return (stats - centre) / spread
-
-
-def stain_distance(frame: Image.Image, reference: dict) -> float:
-    """How far a frame's stain is from the training frames': the length of the z-scores of its cell interior's Lab
-    mean and standard deviation (6 numbers), each in units of the training frames' spread. Training frames
-    themselves are mostly under NORMALISE_TOLERANCE (with 6 numbers, a typical frame is near 2.4)."""
-    stats = _lab_stats(np.asarray(frame.convert("RGB")))
-    if stats is None:
-        raise ValueError("stain_distance needs a frame with a cell in it (non-black pixels)")
-    return float(np.linalg.norm(_stain_z(np.concatenate(stats), reference)))
+    """Set each cell's `frame`: its `frame_before_norm` with the upload's stain moved to `reference` (in place;
+    `stain.normalise`: one transform for all the cells of an upload, none when it is in the training family)."""
+    moved = normalise([np.asarray(c.frame_before_norm) for c in cells], [c.coverage for c in cells], reference)
+    for i, cell in enumerate(cells):
+        cell.frame = cell.frame_before_norm.copy() if moved is None else Image.fromarray(moved[i], "RGB")
 
 
 __all__ = [
-    "CNMC_UM_PER_PX", "MAX_CELLS", "MAX_PIXELS", "RED_CELL_DIAMETER_UM", "PrepareOptions", "PreparedCell",
-    "Preparation", "Scale", "colour_reference", "looks_like_cnmc_frame", "normalise_stain", "prepare", "stain_distance",
+    "CNMC_UM_PER_PX", "MAX_CELLS", "MAX_PIXELS", "NORMALISE_TOLERANCE", "RED_CELL_DIAMETER_UM", "PrepareOptions",
+    "PreparedCell", "Preparation", "Scale", "colour_reference", "looks_like_cnmc_frame", "normalise_stain", "prepare",
+    "stain_distance",
 ]

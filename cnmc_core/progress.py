@@ -16,6 +16,9 @@ Stages, in the order a study goes through them:
 
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 from .registry import MODELS
@@ -45,6 +48,39 @@ class ProgressEvent:
         """The event from `to_dict`'s form; keys it does not know (such as "time") are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# Ctrl-C that cannot be lost. Python raises KeyboardInterrupt wherever the main thread is when the signal is
+# handled; when that is inside a finaliser (`__del__`, of which TensorFlow has many) the exception is reported
+# as "ignored" and the run goes on. So the command line's handler also remembers the interrupt, and every
+# progress event raises it again (`raise_if_interrupted`): a run stops at its next event at the latest.
+_INTERRUPTED = threading.Event()
+
+
+def _on_interrupt(signum, frame) -> None:
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def catching_interrupts():
+    """The remembering Ctrl-C handler while a command runs (the previous one after); nothing off the main thread,
+    where Python allows no handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _INTERRUPTED.clear()
+    before = signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def raise_if_interrupted() -> None:
+    """KeyboardInterrupt again when an earlier one was swallowed on its way out."""
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def _model_name(key) -> str:

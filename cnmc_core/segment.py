@@ -8,7 +8,7 @@ segmentation"); check them by eye on an overlay (`PreparedCell.outline`):
    Johnston 2001, with the stain vectors below) into purple (nuclei and white-cell cytoplasm: the azure of
    Giemsa-type stains) and pink (eosin: red cells);
 3. white-cell pixels: purple above WHITE_CELL_OD and above half the pink (`skimage.morphology.opening`,
-   `scipy.ndimage.binary_fill_holes`);
+   `scipy.ndimage.binary_fill_holes`; masks.py has the same operations, faster);
 4. one marker per cell: the white regions' maximal inscribed discs (`skimage.feature.peak_local_max` of the
    distance to their edge, as in the gallery's watershed example); `skimage.segmentation.watershed` on that
    distance splits touching cells. A cell is its nucleus plus its cytoplasm, never the red cells it touches;
@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from skimage import color, feature, filters, measure, morphology, segmentation
+from skimage import color, feature, filters, measure, segmentation
 
+from .masks import distance_inside, fill_holes, label_maximum, open_cross
 from .smears import CNMC_UM_PER_PX, RED_CELL_DIAMETER_UM
 
 WORK_PIXELS = 200_000  # segmentation runs on a copy of at most this many pixels (masks are scaled back)
@@ -103,17 +104,13 @@ def stain_densities(rgb: np.ndarray, glass=None) -> tuple[np.ndarray, np.ndarray
     black = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) < DARK_LEVEL
     dark = bool(black.mean() > 0.98)
     if glass is None:
-        brightness = pixels.sum(axis=-1)
+        brightness = pixels[..., 0] + pixels[..., 1] + pixels[..., 2]  # exact (integers); sum(axis=-1) is slower
         top = brightness >= np.percentile(brightness[~black] if not dark else brightness, 90)
         glass = np.median(pixels[top & ~black], axis=0) if (top & ~black).any() else np.full(3, 255.0)
     transmission = np.clip(pixels / np.maximum(glass, 1.0), 0.0, 1.0)
     transmission[black] = 1.0
     densities = color.separate_stains(transmission, _STAINS_FROM_RGB) * np.log(1e6)  # natural optical density
     return densities[..., 0].astype(np.float32), densities[..., 1].astype(np.float32), dark, np.asarray(glass)
-
-
-def _disk(radius: float) -> np.ndarray:
-    return morphology.disk(max(1, int(round(radius))))
 
 
 def find_white_cells(rgb: np.ndarray, um_per_px: float | None = None) -> Segmentation:
@@ -127,7 +124,7 @@ def find_white_cells(rgb: np.ndarray, um_per_px: float | None = None) -> Segment
 
     # 3. white-cell pixels, cleaned
     white = (purple > WHITE_CELL_OD) & (purple > PURPLE_OVER_PINK * pink)
-    white = ndimage.binary_fill_holes(morphology.opening(white, _disk(1)))
+    white = fill_holes(open_cross(white))
     # 7. the scale, from the red cells (before the size filter, which needs it)
     diameters, whole = red_cell_diameters(pink, purple, white)
     clean = _typical(diameters[whole])
@@ -144,7 +141,7 @@ def find_white_cells(rgb: np.ndarray, um_per_px: float | None = None) -> Segment
         um_per_work_px, sizes = CNMC_UM_PER_PX / work_scale, "taking the upload to be at C-NMC's scale"
 
     # 4-5. one marker per cell, watershed on the distance to the white region's edge; nuclei and outlines
-    depth = ndimage.distance_transform_edt(white)
+    depth = distance_inside(white)
     markers = np.zeros(white.shape, np.int32)
     for i, (y, x, _) in enumerate(_cell_centres(depth, white), start=1):
         markers[y, x] = i
@@ -175,8 +172,8 @@ def _cell_centres(depth: np.ndarray, white: np.ndarray) -> list[tuple[int, int, 
     """One centre per white cell: the maximal inscribed discs of each white region at least 0.2 x as wide as the
     region's widest (a smaller one lies in a bulge of an irregular cell), each outside the larger ones: a touching
     neighbour has its own, whatever its nucleus looks like (a pale one beside a dark one included)."""
-    regions, _ = ndimage.label(white)
-    widest = ndimage.maximum(depth, regions, index=np.arange(regions.max() + 1))
+    regions, n = ndimage.label(white)
+    widest = label_maximum(depth, regions, n)
     return _maximal_discs(depth, lambda y, x, r: r >= 0.2 * widest[regions[y, x]])
 
 
@@ -203,7 +200,7 @@ def _cell_nuclei(purple: np.ndarray, labels: np.ndarray) -> np.ndarray:
         values = purple[box][inside]
         if values.size >= 20 and values.max() > NUCLEUS_MIN_OD:
             nuclei[box] |= inside & (purple[box] > max(NUCLEUS_MIN_OD, filters.threshold_otsu(values)))
-    return ndimage.binary_fill_holes(nuclei)
+    return fill_holes(nuclei)
 
 
 def _trim_to_half_maximum(labels: np.ndarray, purple: np.ndarray, nuclei: np.ndarray) -> None:
@@ -219,7 +216,7 @@ def _trim_to_half_maximum(labels: np.ndarray, purple: np.ndarray, nuclei: np.nda
         cytoplasm = purple[box][inside & ~nuclei[box]]
         if cytoplasm.size < 20:
             continue
-        keep = _largest(ndimage.binary_fill_holes(inside & (purple[box] > 0.5 * np.percentile(cytoplasm, 75))))
+        keep = _largest(fill_holes(inside & (purple[box] > 0.5 * np.percentile(cytoplasm, 75))))
         labels[box][inside & ~_without_attachments(keep)] = 0
 
 
@@ -244,8 +241,8 @@ def _without_attachments(cell: np.ndarray) -> np.ndarray:
     pieces, n = ndimage.label(cell & ~main)
     if n == 0:
         return cell
-    thickness = ndimage.maximum(ndimage.distance_transform_edt(pieces > 0), pieces, index=np.arange(1, n + 1))
-    blobs = np.isin(pieces, 1 + np.flatnonzero(np.asarray(thickness) >= 0.15 * radius))
+    thickness = label_maximum(ndimage.distance_transform_edt(pieces > 0), pieces, n)[1:]
+    blobs = np.isin(pieces, 1 + np.flatnonzero(thickness >= 0.15 * radius))
     return _largest(cell & ~blobs)
 
 
@@ -294,7 +291,7 @@ def red_cell_diameters(pink: np.ndarray, purple: np.ndarray, white: np.ndarray) 
     rim = float((edges[peak] + edges[peak + 1]) / 2)
     # Colour deconvolution is linear in optical density: a platelet lying on a red cell adds purple, not pink,
     # so the red cell's outline stays whole under it.
-    discs = morphology.opening(ndimage.binary_fill_holes(pink > rim / 2), _disk(1))
+    discs = open_cross(fill_holes(pink > rim / 2))
     depth = ndimage.distance_transform_edt(discs)
     kept = _maximal_discs(depth, lambda y, x, r: r >= 4 and _ring(near_white, y, x, r) is not None)
     kept = [(y, x, r) for y, x, r in kept if _has_pallor(pink, discs, y, x, r)]

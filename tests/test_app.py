@@ -110,7 +110,9 @@ def test_overview_table_has_the_numbers_of_metrics_json_and_the_paper(study):
         for field, label in base.METRICS.items():
             assert ours.loc[MODELS[key].name, label] == pytest.approx(m[field])
         assert ours.loc[MODELS[key].name, "Threshold"] == pytest.approx(m["threshold"])
-    paper = at.dataframe[1].value.set_index("Model")  # beside the paper: its value, ours, the difference
+    # the tiny study is cross-validated: its ranking comes next, then the table beside the paper
+    assert "AUC (out-of-fold)" in at.dataframe[1].value.columns
+    paper = at.dataframe[2].value.set_index("Model")  # beside the paper: its value, ours, the difference
     m = metrics_json(root, name, "vgg16")
     assert paper.loc["VGG16", "Accuracy, paper"] == PAPER_TABLE_I["vgg16"]["accuracy"]
     assert paper.loc["VGG16", "Accuracy, this study"] == pytest.approx(m["accuracy"])
@@ -132,9 +134,12 @@ def test_overview_first_screen_says_what_this_is_and_the_answer_before_the_table
     assert any(link.proto.page == "views/8_About.py" or "About" in link.proto.label for link in at.get("page_link"))
     view = overview.overview(base.load_study(str(root), name))
     assert second == f"**{view.takeaway}**" and view.takeaway.startswith(view.verdict)
-    best_auc = max(("VGG16", "EfficientNetB0", base.ENSEMBLE_NAME), key=lambda n: view.ours.set_index("Model").loc[
-        n, "ROC AUC"])
-    assert f"Highest ROC AUC: {best_auc}" in view.takeaway and "unit: cell, N = " in view.takeaway
+    # the tiny study is cross-validated: the answer names the top of the out-of-fold ranking, with its N
+    rows = {"vgg16": "VGG16", "efficientnet_b0": "EfficientNetB0", "ensemble": base.ENSEMBLE_NAME}
+    auc = {label: metrics_json(root, name, key)["cv"]["pooled"]["roc_auc"] for key, label in rows.items()}
+    best_auc = max(auc, key=auc.get)
+    assert f"Highest cross-validated ROC AUC: {best_auc}, {auc[best_auc]:.3f} (out-of-fold over " in view.takeaway
+    assert "unit: cell, N = " in view.takeaway and list(view.cv["Model"])[0] == best_auc
     # the run details (layout, compute, paths) are folded into an expander, after the table
     (details,) = [e for e in at.expander if e.label.startswith("How this study was run")]
     assert "float32, XLA auto" in texts(details.markdown) and "layout" in texts(details.markdown)
@@ -278,17 +283,25 @@ def test_training_curves_mark_the_kept_epoch(study):
     at = open_app("training")
     (spec,) = plotly_specs(at)
     names = {t["name"] for t in spec["data"]}
-    assert {"VGG16 (train)", "VGG16 (validation)", "EfficientNetB0 (validation)"} <= names
-    stars = [t for t in spec["data"] if t["name"] == "kept (best) epoch"]
+    # paper_std stops on an inner slice of the training patients: its loss is drawn, and the star sits on it
+    assert {"VGG16 (train)", "VGG16 (inner slice)", "VGG16 (validation)", "EfficientNetB0 (validation)"} <= names
+    stars = [t for t in spec["data"] if t["name"] == "kept epoch"]
     assert values(stars[0]["x"]) == [metrics_json(root, name, k)["best_epoch"] for k in ("vgg16", "efficientnet_b0")]
-    epochs = pd.read_csv(root / name / "models" / "vgg16" / "history.csv")["epoch"]
+    history = pd.read_csv(root / name / "models" / "vgg16" / "history.csv")
+    kept = metrics_json(root, name, "vgg16")["best_epoch"]
+    assert kept == history["inner_loss"].idxmin() + 1  # the lowest inner-slice loss chose it
+    assert values(stars[0]["y"])[0] == pytest.approx(history.loc[kept - 1, "inner_loss"])
+    assert "the validation split chose nothing, so its figures are not made optimistic" in texts(at.markdown)
+    epochs = history["epoch"]
     low, high = spec["layout"]["xaxis"]["range"]
     assert epochs.min() == 1 and round(low) == 1 and round(high) == epochs.max()  # 1..epochs, not 0..epochs + 1
     assert spec["layout"]["xaxis"]["tick0"] == 1
 
     at.multiselect(key="_w_curves_models").set_value(["vgg16"]).run()
     (spec,) = plotly_specs(at)
-    assert {t["name"] for t in spec["data"]} == {"VGG16 (train)", "VGG16 (validation)", "kept (best) epoch"}
+    assert {t["name"] for t in spec["data"]} == {"VGG16 (train)", "VGG16 (inner slice)", "VGG16 (validation)",
+                                                 "kept epoch"}
+    assert list(at.dataframe[0].value["Model"]) == ["VGG16"]
     assert at.query_params["curves_models"] == "vgg16"
 
 

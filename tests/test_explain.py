@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from cnmc_core import explain
-from cnmc_core.explain import METHODS, Explainer, cell_focus, to_image_size
+from cnmc_core.explain import METHODS, Explainer, to_image_size
 from cnmc_core.gallery import GALLERY_CELLS, GALLERY_SIDE, Gallery, build_gallery, gallery_is_current
+from cnmc_core.heat import cell_focus
 from cnmc_core.images import open_image
 from cnmc_core.registry import MODELS
 from cnmc_core.store import StudyStore

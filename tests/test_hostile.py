@@ -73,7 +73,7 @@ def test_two_hundred_uploads_in_one_session_keep_memory_bounded(study):
     # The last upload is still classified correctly and shown, with no error.
     assert not at.exception and not at.error
     assert len(at.metric) == 1 and at.metric[0].value in ("ALL", "HEM", "Inconclusive")
-    assert f"cell_{UPLOADS - 1}.bmp" in texts(at.subheader)
+    assert f"cell_{UPLOADS - 1}.bmp" in texts(at.header)
     growth = rss[UPLOADS] - rss[WARM]
     assert growth < GROWTH_LIMIT_MB, f"RSS grew {growth:.0f} MB from upload {WARM} to {UPLOADS}: {rss}"
 
@@ -113,7 +113,7 @@ def test_hostile_file_names_are_shown_as_text_and_nothing_is_written(study, tmp_
     assert not at.exception, [e.value for e in at.exception]
 
     # Each name is one code span: Markdown shows it literally (no HTML, link, emoji, colour or math).
-    headings = [h.value for h in at.subheader if h.value != "All files"]
+    headings = [h.value for h in at.header if h.value != "All files"]
     assert headings == ["`../../etc/passwd.png`", "`cell<script>alert(1)</script>.png`", "`ünïcödé 細胞.bmp`",
                         "``**bold** [link](javascript:alert(1)) :red[x] $x^2$ `tick`.png``", "`cell\ufffdgnp.bmp`",
                         "`evil<img src=x onerror=alert(1)>.png`"]

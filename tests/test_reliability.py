@@ -261,3 +261,28 @@ def test_disk_full_mid_study_is_one_line_and_leaves_no_corrupt_study(demo_data, 
     monkeypatch.setattr(disk, "write_text", real_write_text)  # space again: the same command finishes
     assert cli.main(args) == 0
     assert json.loads((study / "study.json").read_text())["status"] == "complete"
+
+
+class _Finaliser:
+    """Sends Ctrl-C to this process from inside `__del__`, where Python reports the KeyboardInterrupt as
+    'ignored' and goes on: how a Ctrl-C landing in one of TensorFlow's finalisers used to be lost."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here, inside the finaliser
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowing, on purpose
+def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_the_run_at_its_next_progress_event():
+    from cnmc_core import progress
+    from cnmc_core.commands import _ProgressPrinter
+
+    printer = _ProgressPrinter(None)
+    event = progress.ProgressEvent("head", model="vgg16", index=0, count=1)
+    with progress.catching_interrupts():
+        printer(event)  # no interrupt yet: nothing raised
+        gone = _Finaliser()
+        del gone  # the interrupt is swallowed here ...
+        with pytest.raises(KeyboardInterrupt):
+            printer(event)  # ... and raised again at the next event
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before is back

@@ -39,8 +39,8 @@ def outside_code_spans(text: str) -> str:
 
 def shown_markdown(at) -> list[str]:
     """Every element whose text Streamlit renders as Markdown."""
-    return [e.value for kind in ("markdown", "caption", "warning", "info", "error", "success", "subheader", "title")
-            for e in at.get(kind)]
+    kinds = ("markdown", "caption", "warning", "info", "error", "success", "subheader", "header", "title")
+    return [e.value for kind in kinds for e in at.get(kind)]
 
 
 def copy_study(tiny_study, root: Path, name: str = "tiny") -> Path:

@@ -81,7 +81,7 @@ def page() -> None:
         for column, key in zip(st.columns(PER_ROW), row):
             numbers(column, space.panels[key])
 
-    st.subheader("One cell")
+    st.header("One cell")
     row = st.session_state.get(SELECTED)
     if not isinstance(row, int) or not 0 <= row < space.n_cells:
         st.caption("Click a cell in any map to see it here, with every model's P(ALL).")

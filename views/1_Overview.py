@@ -1,5 +1,6 @@
 """Overview: what the study is, and the metrics of all its models and their ensemble beside the paper's
-Table I, with each metric's 95% interval."""
+Table I, with each metric's 95% interval; ranked by the cross-validated figures, shown with their fold spread,
+when the study has them."""
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -62,6 +63,17 @@ def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> go
     return fig
 
 
+def cv_section(view: overview.Overview) -> None:
+    """The cross-validated ranking with each row's spread over the folds (only for a study run with --split cv)."""
+    if view.cv is None or view.cv.empty:
+        return
+    st.header("Cross-validated over the training patients")
+    number = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(view.cv, hide_index=True, width="stretch", column_config={
+        c: number for c in view.cv.columns if c.startswith(("AUC", "Fold AUC"))})
+    st.caption(view.cv_note)
+
+
 def first_screen(data: base.StudyData, view: overview.Overview) -> bool:
     """What this is, the answer in words, then the table that fits the page; how the study ran is folded away."""
     st.markdown(overview.INTRO)
@@ -69,7 +81,7 @@ def first_screen(data: base.StudyData, view: overview.Overview) -> bool:
     if view.takeaway:
         st.markdown(f"**{view.takeaway}**")
 
-    st.subheader("Metrics on the validation split")
+    st.header("Metrics on the validation split")
     labels = {c: st.column_config.NumberColumn(SHORT.get(c, c), help=HELP.get(c), format="%.2f" if c == "Threshold"
                                                else "%.3f") for c in view.ours.columns if c != "Model"}
     st.dataframe(best_style(view.ours, view.best), hide_index=True, width="stretch", placeholder="—",
@@ -78,11 +90,16 @@ def first_screen(data: base.StudyData, view: overview.Overview) -> bool:
     st.caption(
         f"Unit: cell, N = {n} validation cells of people no model was trained on. ALL (leukemic lymphoblast) is the "
         "positive class; recall is sensitivity for ALL. Hover a column header for what it means; click it to sort. "
-        "Bold marks a model only when the paired sign-flip test over patients (**Compare** page) says it beats "
+        + ("The ranking that rests on more patients, cross-validated over the training patients, follows the table. "
+           if len(view.cv) else "")
+        + "Bold marks a model only when the paired sign-flip test over patients (**Compare** page) says it beats "
         "every other model, and only in the columns it also leads. "
-        + (f"**{base.ENSEMBLE_NAME}** averages the P(ALL) of {', '.join(view.members)} and calls ALL at 0.5; it "
-           "is not trained itself." if view.members else "")
+        + (f"**{base.ENSEMBLE_NAME}** averages the P(ALL) of {', '.join(view.members)} and {view.ensemble_rule}; "
+           "it is not trained itself." if view.members else "")
     )
+    if view.stopping_caveat:
+        st.warning(view.stopping_caveat, icon="⚠️")
+    cv_section(view)
     with_paper = ui.toggle("Show the paper's Table I beside this study", "paper", True)
     if with_paper and not view.paper.empty:
         st.markdown("**Beside the paper (Vijesh & Sikka, Table I: validation accuracy, precision, recall)**")
@@ -116,7 +133,7 @@ def page() -> None:
     with_paper = first_screen(data, view)
 
     if not view.patients.empty:
-        st.subheader("Per patient")
+        st.header("Per patient")
         st.dataframe(view.patients, hide_index=True, width="stretch", column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in view.patients.columns
             if c.startswith(("Patient ", "AUC", "Acc.")) or c == "Share threshold"})
@@ -124,7 +141,7 @@ def page() -> None:
                    "patients by their mean P(ALL); a patient is called ALL when the share of its cells called ALL "
                    "reaches the share threshold. 95% intervals: class-stratified bootstrap over patients.")
 
-    st.subheader("How sure are these numbers? 95% intervals")
+    st.header("How sure are these numbers? 95% intervals")
     if view.stats_note:
         st.info(view.stats_note, icon="ℹ️")
     metrics = [m for m in base.METRICS if m in set(view.intervals["metric"])]
@@ -136,7 +153,7 @@ def page() -> None:
                      "intervals do not mean equal models; the **Compare** page tests each pair.")
         chart.plotly_chart(interval_chart(view, metric, with_paper), key="intervals", config={"displayModeBar": False})
 
-    st.subheader("Take the study with you")
+    st.header("Take the study with you")
     st.download_button(  # a callable: the report is built only when the button is clicked, on its own thread
         "Download the study report (one HTML file)", lambda: report.report_bytes(data),
         file_name=report.report_file_name(data), mime="text/html", icon="📄", on_click="ignore")

@@ -62,7 +62,7 @@ def page() -> None:
                              alt=f"{m.name}: confusion matrix, true HEM {m.counts[0][0]} called HEM, {m.counts[0][1]} "
                                  f"called ALL; true ALL {m.counts[1][0]} called HEM, {m.counts[1][1]} called ALL")
 
-    st.subheader("One model up close")
+    st.header("One model up close")
     left, right = st.columns([3, 2])
     key = ui.models_choice(data, container=right)
     codes = list(quadrants.QUADRANT_CODES)

@@ -1,4 +1,5 @@
-"""Training curves: loss and accuracy per epoch of every model, training and validation, best epoch marked."""
+"""Training curves: loss and accuracy per epoch of every model (training, the inner slice that chose the epoch when
+there is one, validation), the kept epoch marked on the curve that chose it."""
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -8,7 +9,8 @@ from cnmc_core.dashboard import base
 from cnmc_core.dashboard import curves as curves_view
 from views import _ui as ui
 
-DASH = {"train": "solid", "validation": "dash"}
+DASH = {"train": "solid", curves_view.INNER: "dot", "validation": "dash"}
+CHOOSER = {curves_view.INNER: "inner-slice", "validation": "validation"}  # chosen_on -> hover word
 
 
 def figure(curves: curves_view.Curves, shown: list[str]) -> go.Figure:
@@ -29,12 +31,13 @@ def figure(curves: curves_view.Curves, shown: list[str]) -> go.Figure:
                 hovertemplate=f"{model}, {split}<br>epoch %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>",
             ), row=1, col=col)
         best = curves.best[curves.best["Model"].isin(shown)]
-        fig.add_trace(go.Scatter(
-            x=best["epoch"], y=best[metric], mode="markers", name="kept (best) epoch", legendgroup="best",
+        fig.add_trace(go.Scatter(  # on the curve whose loss chose the epoch
+            x=best["epoch"], y=best[metric], mode="markers", name="kept epoch", legendgroup="best",
             showlegend=col == 1, marker={"symbol": "star", "size": 14, "line": {"width": 1, "color": "black"},
                                          "color": [ui.model_color(m) for m in best["Model"]]},
-            customdata=best["Model"],
-            hovertemplate=f"%{{customdata}}: kept epoch %{{x}}<br>validation {metric} %{{y:.3f}}<extra></extra>",
+            customdata=list(zip(best["Model"], best["chosen_on"].map(CHOOSER))),
+            hovertemplate=f"%{{customdata[0]}}: kept epoch %{{x}}<br>%{{customdata[1]}} {metric} %{{y:.3f}}"
+                          "<extra></extra>",
         ), row=1, col=col)
     last = int(curves.frame["epoch"].max()) if len(curves.frame) else 1
     # epochs are counted from 1; the axis ends at the last one (not at a padded last + 1)
@@ -51,14 +54,21 @@ def page() -> None:
     if not shown:
         st.info("Choose at least one model.")
         return
-    st.plotly_chart(figure(curves, shown), key="curves",
-                    alt=f"Loss and accuracy per epoch, training and validation, of {', '.join(shown)}")
-    st.caption("Solid: training; dashed: validation. The star marks the epoch whose weights were kept "
-               "(lowest validation loss; early stopping restores it). Unit: cell (the training and validation "
-               "cells of each epoch).")
-    kept = curves.best.rename(columns={"epoch": "Kept epoch", "loss": "Validation loss",
-                                       "accuracy": "Validation accuracy"})
-    st.dataframe(kept, hide_index=True)
+    inner = (curves.frame["split"] == curves_view.INNER).any()
+    st.plotly_chart(figure(curves, shown), key="curves", alt=f"Loss and accuracy per epoch, training, "
+                    f"{'inner slice, ' if inner else ''}validation, of {', '.join(shown)}; kept epochs starred")
+    st.caption(("Solid: training; dotted: the inner slice of training patients held out to choose the epoch; "
+                if inner else "Solid: training; ") + "dashed: validation. The star marks the epoch whose weights were "
+               "kept, on the curve that chose it. Unit: cell (the cells of each split at each epoch).")
+    if curves.sentence:
+        st.markdown(curves.sentence)
+    kept = curves.best[curves.best["Model"].isin(shown)].assign(chosen_on=lambda f: f["chosen_on"].map(
+        {curves_view.INNER: "inner slice of training patients", "validation": "validation split"}))
+    st.dataframe(kept.drop(columns="accuracy").rename(columns={
+        "epoch": "Kept epoch", "chosen_on": "Chosen on", "loss": "Loss that chose it", "val_loss": "Validation loss",
+        "val_accuracy": "Validation accuracy"}), hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in
+        ("Loss that chose it", "Validation loss", "Validation accuracy")})
 
 
 ui.run(page)

@@ -85,7 +85,7 @@ def threshold_section(data: base.StudyData) -> None:
 
 
 def threshold_body(data: base.StudyData) -> None:
-    st.subheader("Choose a threshold")
+    st.header("Choose a threshold")
     left, right = st.columns([2, 3])
     key = ui.choice("Model", data.evaluated, "model", data.evaluated[0], container=left, format_func=base.model_name)
     threshold = ui.slider("Call a cell ALL when P(ALL) ≥", "threshold", 0.0, 1.0, 0.5, 0.01, container=left)

@@ -40,6 +40,8 @@ def page() -> None:
         st.warning("Retrained since the gallery was made (their heatmaps show the old model): "
                    + ", ".join(ui.code(base.model_name(k)) for k in stale)
                    + ". Rerun the study's command to refresh it.")
+    if untrained := gallery_view.untrained_note(data):
+        st.info(untrained, icon="ℹ️")
     method = ui.code(shown.method)  # as the study's index.json names it
     st.caption(f"{len(shown.cells)} validation cells. Warm colours show where in the picture each model found the "
                "evidence for the class it called.")
@@ -64,6 +66,7 @@ def page() -> None:
         return
     st.image(classify.colour_bar(), caption="heatmap colours: no evidence (left) to the strongest (right)",
              alt="Colour scale of the heatmaps, from no evidence on the left to the strongest on the right")
+    st.caption(gallery_view.HEAT_RULE)
 
     if mode == "cell":
         ids = [c["id"] for c in cells]

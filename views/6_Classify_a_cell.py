@@ -9,7 +9,7 @@ import re
 
 import streamlit as st
 
-from cnmc_core.dashboard import base
+from cnmc_core.dashboard import base, gallery_view
 from cnmc_core.dashboard import classify as classify_view
 from cnmc_core.dashboard import classify_answer as answer_view
 from views import _ui as ui
@@ -72,7 +72,7 @@ def dropped_files() -> list[tuple[str, bytes]]:
 
 def show_upload(upload_name: str, upload, view: dict) -> list:
     """Draw one upload's results; returns one empty container per cell, where its heatmaps go once computed."""
-    st.subheader(ui.code(upload_name), divider="gray")  # the name as typed, never as Markdown or HTML
+    st.header(ui.code(upload_name), divider="gray")  # the name as typed, never as Markdown or HTML
     if upload.outlined is not None:
         numbers = ", ".join(str(c.result["cell"]) for c in upload.cells if "cell" in c.result)
         st.image(upload.outlined, caption=f"as uploaded, with the white cells found (numbered in reading order: "
@@ -127,14 +127,15 @@ def show_one(upload_name: str, out, view: dict):
 
 
 def show_heatmaps(out, maps: dict, view: dict) -> None:
+    """Each model's heatmap over the cell, its reading beneath it (the share of its heat on the cell, or why none)."""
     if maps:
         columns = st.columns(min(4, len(maps)))
         for i, (key, e) in enumerate(maps.items()):
-            note = " (no location adds evidence for it)" if e.empty else ""
+            reading = e.reading(out.image).text  # the frame the map was computed on
             columns[i % len(columns)].image(
                 classify_view.heatmap_overlay(out.image, e.heatmap, opacity=view["opacity"]), width="stretch",
-                caption=f"{base.model_name(key)}: evidence for {e.target}{note}",
-                alt=f"Heatmap of where {base.model_name(key)} found evidence for {e.target}, over the cell",
+                caption=f"{base.model_name(key)}: {reading}",
+                alt=f"Heatmap of where {base.model_name(key)} found evidence for {e.target}, over the cell: {reading}",
             )
 
 
@@ -228,6 +229,9 @@ def page() -> None:
         st.image(classify_view.colour_bar(),
                  caption=f"{classify_view.CAM_METHODS[cam]} colours: where the evidence for the class shown is "
                          "strongest", alt="Colour scale of the heatmaps, from no evidence to the strongest")
+        st.caption(gallery_view.HEAT_RULE)
+        if untrained := gallery_view.untrained_note(data):
+            st.info(untrained, icon="ℹ️")
     view = {"models": models, "records": records, "reference_model": reference_model, "stamp": data.stamp,
             "opacity": opacity}
     results = []
@@ -246,7 +250,7 @@ def page() -> None:
     progress.empty()
     with summary:
         if len(results) > 1:
-            st.subheader("All files")  # every result of every upload (tests name this heading)
+            st.header("All files")  # every result of every upload (tests name this heading)
             st.markdown(f"**{answer_view.batch_summary(results)}**")
             st.dataframe(classify_view.results_frame(results), hide_index=True, width="stretch")
         export = ui.csv_safe(answer_view.export_frame(models, results))

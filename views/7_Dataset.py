@@ -26,7 +26,7 @@ def page() -> None:
     subjects.caption("Every split is by subject: all cells of one person are in one split. "
                      "C-NMC's normal subjects carry an H (H11 is not subject 11). The final test set is unlabelled.")
 
-    st.subheader("Sample cells")
+    st.header("Sample cells")
     source = ui.view(thumbnails.image_source, data)
     if not source.available:
         ui.no_images(source, "sample cells")
@@ -44,7 +44,7 @@ def page() -> None:
                 else:
                     col.caption(f"subject {subject}: unreadable, or outside the trusted data folders")
 
-    st.subheader(f"Excluded files ({len(view.excluded)})")
+    st.header(f"Excluded files ({len(view.excluded)})")
     if len(view.excluded):
         excluded = view.excluded.rename(columns={"path": "File", "reason": "Why it was left out"})
         st.dataframe(excluded, hide_index=True, width="stretch")

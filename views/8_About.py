@@ -56,18 +56,18 @@ def page() -> None:
     ui.start("About", needs_study=False, notice=ui.RESEARCH_ONLY)
     st.markdown(PROTOCOL)
     st.dataframe(base.registry_table(), hide_index=True)
-    st.subheader("Reproduce it on the real C-NMC data")
+    st.header("Reproduce it on the real C-NMC data")
     st.markdown(REPRODUCE)
     st.code("python -m cnmc_core train --data <C-NMC folder> --study cnmc --artifacts artifacts\n"
             "streamlit run app.py", language="bash")
     st.markdown(GPU)
     st.markdown("To try everything without the data: `python -m cnmc_core demo` builds a small synthetic study "
                 "(generated cells, random weights) in 2-3 minutes on a CPU.")
-    st.subheader("Smear crops, and the answer on the Classify page")
+    st.header("Smear crops, and the answer on the Classify page")
     st.markdown(about.preparation_markdown())
-    st.subheader("The reference paper")
+    st.header("The reference paper")
     st.markdown(PAPER)
-    st.subheader("Research use only")
+    st.header("Research use only")
     st.warning("These models and this dashboard are for **research and teaching only, not for diagnosis**. They have "
              "not been validated on patients or approved as a medical device; a cell's call must never guide a "
              "clinical decision.", icon="🚫")

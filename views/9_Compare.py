@@ -167,7 +167,7 @@ def study_chart(cmp: comparison.StudyComparison, n_cells: int) -> go.Figure:
 
 
 def pairs_section(view: comparison.CompareView, data: base.StudyData) -> None:
-    st.subheader("Which differences between the models are real?")
+    st.header("Which differences between the models are real?")
     if len(data.models) < 2:
         st.info("This study has one model: there is no pair to compare.")
         return
@@ -208,7 +208,7 @@ def pairs_section(view: comparison.CompareView, data: base.StudyData) -> None:
 def patients_section(view: comparison.CompareView) -> None:
     if view.patients.empty:  # statistics older than the patient block: the stats note says how to add it
         return
-    st.subheader("Per patient: one call per person")
+    st.header("Per patient: one call per person")
     st.dataframe(view.patients, hide_index=True, width="stretch", column_config={
         c: st.column_config.NumberColumn(format="%.3f") for c in view.patients.columns
         if c.startswith(("Patient ", "AUC", "Acc.", "Share threshold")) and c != "Share threshold from"})
@@ -221,7 +221,7 @@ def patients_section(view: comparison.CompareView) -> None:
 def cv_section(view: comparison.CompareView) -> None:
     if view.cv is None or view.cv.empty:  # a study trained without --split cv
         return
-    st.subheader("Cross-validated over the training patients")
+    st.header("Cross-validated over the training patients")
     number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(view.cv, hide_index=True, width="stretch", column_config={
         c: number for c in view.cv.columns if c.startswith(("AUC", "Bal. acc.", "Fold AUC"))})
@@ -233,7 +233,7 @@ def cv_section(view: comparison.CompareView) -> None:
 
 
 def calibration_section(view: comparison.CompareView) -> None:
-    st.subheader("Calibration: reliability diagrams")
+    st.header("Calibration: reliability diagrams")
     st.plotly_chart(reliability_grid(view), key="reliability", config={"displayModeBar": False},
                     alt="Reliability diagram of each model: "
                         + ", ".join(f"{m} ECE {e:.3f}" for m, e in view.ece.items()))
@@ -245,7 +245,7 @@ def calibration_section(view: comparison.CompareView) -> None:
 
 
 def subjects_section(view: comparison.CompareView, data: base.StudyData) -> None:
-    st.subheader("Which patients are hard?")
+    st.header("Which patients are hard?")
     if view.subjects.empty:
         st.info(f"No accuracy per subject is saved for this study. Compute it: `{base.stats_command(data)}`")
         return
@@ -259,7 +259,7 @@ def subjects_section(view: comparison.CompareView, data: base.StudyData) -> None
 
 
 def studies_section(data: base.StudyData) -> None:
-    st.subheader("Two studies side by side")
+    st.header("Two studies side by side")
     others = comparison.other_studies(data)
     if not others:
         st.info("This is the only study under the artifacts root. Train another on the same data (for instance "

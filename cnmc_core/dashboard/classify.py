@@ -17,9 +17,9 @@ tool for long-lived objects) once TensorFlow is in and again once the models are
 back (`gc.unfreeze()`).
 
 That `clear_session()` also empties TensorFlow's kernel cache under the cached models: one upload's Grad-CAMs,
-which run op by op, then took 6.2 s instead of 2.7 s for the seven demo models (`benchmarks/bench_warm.py
---parts gc`). So once the loader has started TensorFlow, the call made by Streamlit's script runner (and only
-that caller) does nothing (`keep_models_across_script_runs`).
+which then ran op by op (tf-keras-vis, before explain.GradcamPass), took 6.2 s instead of 2.7 s for the seven
+demo models (`benchmarks/bench_warm.py --parts gc`). So once the loader has started TensorFlow, the call made by
+Streamlit's script runner (and only that caller) does nothing (`keep_models_across_script_runs`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def load_predictor(base: str, name: str) -> predict.Predictor:
 
 WARM_SETTING = "CNMC_WARM_MODELS"  # "1": load in the background; "0": only when a file is dropped; unset: auto
 WARM_DELAY_S = 3.0  # the page that asked is drawn first: the load starts this long after (sooner if wanted)
-WARM_CAM = "gradcam"  # the page's default heatmap: its tf-keras-vis objects are built during the warm-up
+WARM_CAM = "gradcam"  # the page's default heatmap: each model's pass (it gives the predictions too) is traced
 KEPT = 2  # loads kept per process, newest first (the page's st.cache_resource keeps as many)
 
 
@@ -205,9 +205,9 @@ def keep_models_across_script_runs(backend) -> None:
 
 
 def warm_up(predictor: predict.Predictor, on_model=lambda: None) -> None:
-    """Run every model once on a synthetic cell as an upload would: its first Grad-CAM (tf-keras-vis objects
-    built, gradients run), then every forward pass (Keras traces each model's predict function on its first
-    call) and the page's path through the preparation. `on_model()` after each model's Grad-CAM."""
+    """Run every model once on a synthetic cell as an upload would: its first Grad-CAM (its compiled pass traced:
+    seconds for a large model; the same pass gives the predictions), then every prediction, the out-of-distribution
+    check and the page's path through the preparation. `on_model()` after each model's Grad-CAM."""
     frame = warm_up_frame()
     for key in predictor.models:
         predictor.explainer(key).explain(frame, WARM_CAM)
@@ -224,7 +224,6 @@ def warm_up_frame(side: int = 450) -> Image.Image:
     draw.ellipse((c - side // 4, c - side // 4, c + side // 4, c + side // 4), fill=(178, 140, 190))  # cytoplasm
     draw.ellipse((c - side // 6, c - side // 6, c + side // 7, c + side // 7), fill=(95, 45, 130))  # nucleus
     return frame
-
 
 
 def classify(predictor: predict.Predictor, content: bytes, name: str, cam: str | None,
@@ -280,18 +279,11 @@ def heatmap_estimate(cam: str, n_cells: int, n_models: int) -> float | None:
 def explain_upload(predictor: predict.Predictor, upload: UploadResult, cam: str) -> list[dict]:
     """The heatmaps of each cell of an upload already classified (one dict key -> Explanation per cell, empty for
     an error), so that a page caches predictions apart from heatmaps: switching the heatmaps off or changing the
-    method never recomputes a prediction. Computed on the frame the page keeps (a prepared frame is 450 px, kept
-    whole); each model's class comes from its P(ALL) and its own threshold, as in `Predictor.classify_image`."""
-    maps = []
-    for cell in upload.cells:
-        probs = cell.result.get("predictions", {})
-        if cell.image is None or "error" in cell.result:
-            maps.append({})
-            continue
-        maps.append({key: predictor.explainer(key).explain(cell.image, cam, "predicted", p_all=probs[key],
-                                                           threshold=predictor.thresholds[key])
-                     for key in predictor.models if key in probs})
-    return maps
+    method never recomputes a prediction. Grad-CAM comes from the maps the prediction's pass kept (no model runs
+    again); the other methods run on the frame the page keeps (a prepared frame is 450 px, kept whole), the cells
+    of the upload as one batch per model. Each model's class comes from its P(ALL) and its own threshold, as in
+    `Predictor.classify_image`."""
+    return predictor.explain_cells(upload.cells, cam)
 
 
 def outline_cells(upload: Image.Image, cells: list, max_side: int) -> Image.Image:

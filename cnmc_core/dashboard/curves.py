@@ -8,32 +8,55 @@ from dataclasses import dataclass, field
 import pandas as pd
 from sklearn import metrics as skm
 
+from ..analysis import stopping_of, stopping_sentence
 from ..evaluation import classification_metrics
-from .base import METRICS, Matrix, StudyData, matrix, model_name, reliability_frame
+from .base import METRICS, Matrix, StudyData, matrix, model_name, reliability_frame, section
+
+INNER = "inner slice"  # the split label of the held-out training patients that chose the epoch (stopping "inner")
+CHOOSERS = {"inner": INNER, "validation": "validation"}  # analysis.Stopping.curve -> split label
 
 
 @dataclass
 class Curves:
-    frame: pd.DataFrame  # Model, epoch, metric (loss|accuracy), split (train|validation), value
-    best: pd.DataFrame  # Model, epoch, loss, accuracy: the validation values at the kept (best) epoch
+    frame: pd.DataFrame  # Model, epoch, metric (loss|accuracy), split (train|INNER|validation), value
+    # Model, epoch (kept), chosen_on (INNER|validation), loss, accuracy (of the curve that chose, at the kept
+    # epoch), val_loss, val_accuracy (validation's at the kept epoch)
+    best: pd.DataFrame
+    sentence: str = ""  # which data chose the kept epochs, and whether the validation figures are optimistic
+    # (one sentence per rule, with the models' names when the models of the study differ)
+
+
+CURVE_COLUMNS = {"train": "{}", INNER: "inner_{}", "validation": "val_{}"}  # split -> history.csv column
 
 
 def training_curves(data: StudyData) -> Curves:
-    parts, best = [], []
+    """Each model's curves per epoch, and its kept epoch (metrics.json `best_epoch`) on the curve whose loss chose
+    it (analysis.stopping_of): the inner slice's with `inner`, else validation's."""
+    parts, best, rules = [], [], {}
+    patience = section(data.info, "config").get("patience")
     for key in data.models:
-        h, name = data.history[key], model_name(key)
+        h, name, stopping = data.history[key], model_name(key), stopping_of(data.metrics[key])
+        rules.setdefault(stopping_sentence(stopping, patience if isinstance(patience, int) else None), []).append(name)
         for metric in ("loss", "accuracy"):
-            for split, col in (("train", metric), ("validation", f"val_{metric}")):
-                if col in h and "epoch" in h:
+            for split, col in CURVE_COLUMNS.items():
+                if col.format(metric) in h and "epoch" in h:
                     parts.append(pd.DataFrame({"Model": name, "epoch": h["epoch"], "metric": metric, "split": split,
-                                               "value": h[col]}))
+                                               "value": h[col.format(metric)]}))
         epoch = data.metrics[key].get("best_epoch")
-        row = h[h["epoch"] == epoch] if {"epoch", "val_loss", "val_accuracy"} <= set(h.columns) else h.iloc[:0]
+        chooser = CURVE_COLUMNS[CHOOSERS[stopping.curve]]
+        needed = {"epoch", chooser.format("loss"), chooser.format("accuracy"), "val_loss", "val_accuracy"}
+        row = h[h["epoch"] == epoch] if needed <= set(h.columns) else h.iloc[:0]
         if len(row):
-            best.append({"Model": name, "epoch": int(epoch), "loss": float(row["val_loss"].iloc[0]),
-                         "accuracy": float(row["val_accuracy"].iloc[0])})
+            at = row.iloc[0]
+            best.append({"Model": name, "epoch": int(epoch), "chosen_on": CHOOSERS[stopping.curve],
+                         "loss": float(at[chooser.format("loss")]), "accuracy": float(at[chooser.format("accuracy")]),
+                         "val_loss": float(at["val_loss"]), "val_accuracy": float(at["val_accuracy"])})
     frame = _concat(parts, ["Model", "epoch", "metric", "split", "value"])
-    return Curves(frame, pd.DataFrame(best, columns=["Model", "epoch", "loss", "accuracy"]))
+    sentence = " ".join(text if len(rules) == 1 else f"{', '.join(names)}: {text}" for text, names in rules.items())
+    if any("stage" in data.history[k] and (data.history[k]["stage"] == "finetune").any() for k in data.models):
+        sentence += " The same loss decided whether the fine-tuning epochs were kept or the head alone was."
+    return Curves(frame, pd.DataFrame(best, columns=["Model", "epoch", "chosen_on", "loss", "accuracy", "val_loss",
+                                                     "val_accuracy"]), sentence)
 
 
 @dataclass

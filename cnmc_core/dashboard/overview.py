@@ -1,17 +1,22 @@
 """The Overview page: what the study is, and the metrics of its models and their ensemble beside the
 paper's Table I, with each metric's 95% subject-bootstrap interval (saved in metrics.json as `ci95`), the
 patient-level results (`patient`), and the one verdict of the subject-level test (`analysis.verdict`): a
-model is marked best only when that test says it beats every other model."""
+model is marked best only when that test says it beats every other model. With `--split cv`, a table of
+their own ranks the rows by the cross-validated (out-of-fold) ROC AUC, with each row's spread over the folds
+(`cv`), and the first screen's answer names the top of that ranking. What chose each model's stopping epoch
+is in the run's facts, and a caveat says when it was the validation split."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ..analysis import patient_summary, verdict
+from ..analysis import cv_summary, patient_summary, stopping_of, verdict
 from ..registry import PAPER_TABLE_I
+from ..store import ENSEMBLE
 from .base import (
     LOWER_IS_BETTER,
     METRICS,
@@ -43,6 +48,12 @@ class Overview:
     takeaway: str = ""  # the first screen's answer in words: the verdict, then the highest ROC AUC with its unit and N
     ours: pd.DataFrame = None  # this study's rows only (Model, the scores, Threshold): the table that fits the page
     paper: pd.DataFrame = None  # beside the paper: Model, then paper / this study / difference per Table I metric
+    # one sentence when the validation split chose some model's stopping epoch (its figures are optimistic), else ''
+    stopping_caveat: str = ""
+    # cross-validated figures (train --split cv), best out-of-fold AUC first; empty without: CV_COLUMNS
+    cv: pd.DataFrame = None
+    cv_note: str = ""  # the cv table's unit and N (cells, patients, folds) and how it was made
+    ensemble_rule: str = ""  # how the ensemble calls ALL: "calls ALL at 0.50 (…)"
 
 
 INTRO = ("Seven ImageNet CNNs, each with a small trained head, tell **ALL** (leukemic lymphoblasts) from **normal "
@@ -75,12 +86,20 @@ def overview(data: StudyData, with_paper: bool = True) -> Overview:
     wide.columns = [f"{METRICS[m]} 95% {side}" for side, m in wide.columns]
     csv = table.merge(wide.reset_index(), on=["Model", "Source"], how="left").to_csv(index=False)
     members = [model_name(k) for k in ensemble_members(data)]
+    cv, cv_note = cv_table(data)
     return Overview(_facts(data), _splits(data), table, best, sentence, _patients(data), csv, intervals,
-                    stats_note(data), members, _takeaway(sentence, ours), _ours(ours), paper_beside(data))
+                    stats_note(data), members, _takeaway(sentence, ours, cv), _ours(ours), paper_beside(data),
+                    stopping_caveat(data), cv, cv_note, _ensemble_rule(data))
 
 
-def _takeaway(verdict_sentence: str, ours: pd.DataFrame) -> str:
-    """The verdict, then which row has the highest ROC AUC on the validation cells (a point estimate, with N)."""
+def _takeaway(verdict_sentence: str, ours: pd.DataFrame, cv: pd.DataFrame) -> str:
+    """The verdict, then which row has the highest ROC AUC (a point estimate, with its unit and N): cross-validated
+    over the training patients when the study was, else on the validation cells."""
+    if len(cv) and cv["AUC (out-of-fold)"].notna().any():
+        top = cv.iloc[0]  # ranked by out-of-fold AUC
+        return (f"{verdict_sentence} Highest cross-validated ROC AUC: {top['Model']}, {top['AUC (out-of-fold)']:.3f} "
+                f"(out-of-fold over {int(top['Patients'])} training patients in {int(top['Folds'])} folds; unit: "
+                f"cell, N = {int(top['Cells'])} training cells).").strip()
     auc = pd.to_numeric(ours["ROC AUC"], errors="coerce")
     if not auc.notna().any():
         return verdict_sentence
@@ -94,6 +113,66 @@ def _takeaway(verdict_sentence: str, ours: pd.DataFrame) -> str:
 def _ours(ours: pd.DataFrame) -> pd.DataFrame:
     """This study's rows with the columns a reader compares (the kept epoch is on the Training curves page)."""
     return ours.drop(columns=["Source", "Best epoch", "Val. images"]).reset_index(drop=True)
+
+
+FOLD_SOURCE = re.compile(r"C-NMC's \d+ training folds|\d+ subject-disjoint folds stratified by class \(seed \d+\)")
+CV_COLUMNS = ("Model", "AUC (out-of-fold)", "AUC 95% low", "AUC 95% high", "Fold AUC min", "Fold AUC max",
+              "Fold AUC SD", "Patients", "Folds", "Cells")
+
+
+def cv_table(data: StudyData) -> tuple[pd.DataFrame, str]:
+    """(CV_COLUMNS, one row per row of the study with cross-validated figures, best out-of-fold AUC first; the
+    caption's unit, N and method). Empty, '' for a study trained without --split cv."""
+    frame = cv_summary({k: data.metrics[k] for k in data.evaluated}, model_name)
+    frame = frame.rename(columns={"Subjects": "Patients"})[list(CV_COLUMNS)]
+    if frame.empty:
+        return frame, ""
+    key = next(k for k in data.evaluated if model_name(k) == frame["Model"].iloc[0])
+    cv = section(data.metrics[key], "cv")
+    per_fold = [f.get("n_subjects") for f in cv.get("per_fold", []) if isinstance(f, dict)]
+    folds = _count(cv.get("folds")) or len(per_fold)
+    each = (f"{min(per_fold)}" if min(per_fold) == max(per_fold) else f"{min(per_fold)}–{max(per_fold)}") \
+        if per_fold and all(isinstance(n, int) for n in per_fold) else "?"
+    n_all, n_hem = _count(cv.get("n_all_subjects")), _count(cv.get("n_hem_subjects"))
+    classes = f" ({n_all} ALL, {n_hem} HEM)" if n_all is not None and n_hem is not None else ""
+    source = cv.get("fold_source")  # crossval.cv_folds's wording, else not shown (a caption is Markdown)
+    source = f" ({source})" if isinstance(source, str) and FOLD_SOURCE.fullmatch(source) else ""
+    note = (f"Unit: cell, N = {_count(cv.get('n_cells')) or '?'} training cells of "
+            f"{_count(cv.get('n_subjects')) or '?'} training patients{classes}, in {folds} folds of {each} "
+            f"patients{source}. Each training "
+            "cell's P(ALL) comes from the head trained without its fold (out-of-fold), so no cell is scored by a "
+            "head that trained on its patient; the 95% interval resamples patients within each class. Fold AUC "
+            f"min / max / SD: the AUC within each fold, spread over the {folds} folds. Ranked by out-of-fold AUC, "
+            "which rests on more patients than validation does.")
+    if "held-out fold" in str(cv.get("stopping", "")):  # crossval.cv_record: each fold chose its own epoch
+        note += " Each fold's stopping epoch was chosen on that fold's own loss, so these figures are optimistic too."
+    return frame, note
+
+
+def stopping_caveat(data: StudyData) -> str:
+    """One sentence naming the models whose stopping epoch the validation split chose ('' when it chose none)."""
+    rules = {model_name(k): stopping_of(data.metrics[k]) for k in data.models}
+    chose = {name: rule for name, rule in rules.items() if rule.validation_chose}
+    if not chose:
+        return ""
+    kept = {s.kept for s in chose.values()}
+    how = (" (the paper's rule: last epoch kept)" if kept == {"last"} else
+           " (lowest validation loss restored)" if kept == {"lowest"} else "")
+    ensemble = ", and the ensemble's," if ENSEMBLE in data.evaluated else ""
+    return (f"The validation split chose the stopping epoch of {', '.join(chose)}{how}, so their validation "
+            f"figures{ensemble} are optimistic.")
+
+
+def _ensemble_rule(data: StudyData) -> str:
+    """How the ensemble calls ALL, from its metrics.json: 'calls ALL at 0.50 (…)', '' without an ensemble."""
+    if ENSEMBLE not in data.evaluated:
+        return ""
+    ensemble = data.metrics[ENSEMBLE]
+    threshold = number(ensemble.get("threshold", 0.5))
+    source = str(ensemble.get("threshold_source", ""))
+    why = (" (chosen on its out-of-fold predictions of the training cells)" if "out-of-fold" in source
+           else ", like its models" if source.startswith("fixed") else "")
+    return f"calls ALL at {threshold:.2f}{why}"
 
 
 def paper_beside(data: StudyData) -> pd.DataFrame:
@@ -124,6 +203,7 @@ def _facts(data: StudyData) -> dict[str, str]:
         "Weights / preset": f"{cfg.get('weights', '?')} / {cfg.get('preset', '?')}",
         "Input size": input_sizes_text(info),
         "Epochs (max) / batch": f"{cfg.get('epochs', '?')} / {cfg.get('batch_size', '?')}",
+        "Stopping epoch chosen on": _stopping_fact(data),
         "Created / updated": f"{_when(info.get('created'))} / {_when(info.get('updated'))}",
         "Status": str(info.get("status", "?")),
         "Devices": ", ".join(str(x) for x in devices) or "?",
@@ -137,6 +217,13 @@ def _facts(data: StudyData) -> dict[str, str]:
     if excluded:
         facts["Excluded files"] = str(excluded)
     return facts
+
+
+def _stopping_fact(data: StudyData) -> str:
+    """The rule study.json records (config.stopping; none before issue 14: val_best), and what chose the epoch."""
+    rule = section(data.info, "config").get("stopping") or "val_best (not recorded)"
+    chosen = dict.fromkeys(stopping_of(data.metrics[k]).chosen_on for k in data.models)
+    return f"{rule}: {'; '.join(chosen) or '?'}"
 
 
 def _splits(data: StudyData) -> pd.DataFrame:

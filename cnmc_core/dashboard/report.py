@@ -154,6 +154,11 @@ def _metrics_section(doc: Document, data: StudyData, view: overview.Overview) ->
         "P(ALL)); Brier: mean squared error of P(ALL); lower is better for both."
         + (f" {ENSEMBLE_NAME} averages the P(ALL) of {', '.join(view.members)}; it is not trained itself."
            if view.members else ""), muted=True)
+    if view.stopping_caveat:  # the validation split chose some model's stopping epoch
+        doc.notice(view.stopping_caveat, "warning")
+    if view.cv is not None and len(view.cv):
+        doc.subheading("Cross-validated over the training patients")
+        doc.frame(view.cv, caption=view.cv_note)
     if (view.table["Source"] == PAPER).any():
         doc.notice(PAPER_CAVEAT, "info", "The paper's rows (in italics).")
     if view.paper is not None and not view.paper.empty:
@@ -261,7 +266,8 @@ def _gallery_section(doc: Document, data: StudyData) -> None:
         doc.notice("Retrained since the gallery was made (their heatmaps show the old model): "
                    + ", ".join(model_name(k) for k in stale) + ".")
     doc.paragraph(f"{len(shown.cells)} validation cells, {shown.method} on each model's last convolutional block; "
-                  "the heatmap shows the evidence for the class the model predicts (blue: none, red: strongest).",
+                  "the heatmap shows the evidence for the class the model predicts (magma: dark for none, pale "
+                  "yellow for the strongest).",
                   muted=True)
     for cell in shown.cells:
         cell_id = str(cell.get("id", ""))
