@@ -64,9 +64,10 @@ def _on_interrupt(signum, frame) -> None:
 
 @contextmanager
 def catching_interrupts():
-    """The remembering Ctrl-C handler while a command runs (the previous one after); nothing off the main thread,
-    where Python allows no handler."""
-    if threading.current_thread() is not threading.main_thread():
+    """The remembering Ctrl-C handler while a command runs (the previous one after). Nothing off the main thread,
+    where Python allows no handler, nor where Ctrl-C is ignored (a job started in the background by a script
+    inherits that, and Python keeps it)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         yield
         return
     _INTERRUPTED.clear()

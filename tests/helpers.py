@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -175,3 +176,47 @@ def cli(*args, env=None, check=False, timeout=900) -> subprocess.CompletedProces
     e = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", "cnmc_core", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, env=e, check=check, timeout=timeout)
+
+
+class ReportCells(HTMLParser):
+    """(row id, column) -> data-value of every table cell that has one; every src/href outside <script>."""
+
+    def __init__(self):
+        super().__init__()
+        self.values: dict[tuple[str, str], float] = {}
+        self.texts: dict[tuple[str, str], str] = {}
+        self.links: list[str] = []
+        self.h2: list[str] = []
+        self._row, self._cell, self._in_h2 = None, None, False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.links += [v for k, v in attrs if k in ("src", "href", "action", "srcset") and v is not None]
+        if tag == "script" and "src" in a:
+            self.links.append(a["src"])
+        if tag == "tr":
+            self._row = a.get("data-row")
+        if tag == "td" and self._row:
+            self._cell = (self._row, a.get("data-col"))
+            self.texts[self._cell] = ""
+            if "data-value" in a:
+                self.values[self._cell] = float(a["data-value"])
+        self._in_h2 = tag == "h2"
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._cell = None
+        self._in_h2 = False if tag == "h2" else self._in_h2
+
+    def handle_data(self, data):
+        if self._cell:
+            self.texts[self._cell] += data
+        if self._in_h2:
+            self.h2.append(data)
+
+
+def parse_report(page: str) -> ReportCells:
+    """A study report's table cells, links and section headings (tests of `python -m cnmc_core report`)."""
+    cells = ReportCells()
+    cells.feed(page)
+    return cells

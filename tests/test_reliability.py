@@ -26,6 +26,9 @@ def _start(args, progress: Path) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-m", "cnmc_core", *map(str, args), "--progress-file", str(progress)],
+        # Ctrl-C as in a terminal, even when the test run itself was started in the background by a script
+        # (such a job inherits SIGINT ignored, and Python would keep ignoring it in the child)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -279,10 +282,14 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_the_run_at_its_next_progr
 
     printer = _ProgressPrinter(None)
     event = progress.ProgressEvent("head", model="vgg16", index=0, count=1)
-    with progress.catching_interrupts():
-        printer(event)  # no interrupt yet: nothing raised
-        gone = _Finaliser()
-        del gone  # the interrupt is swallowed here ...
-        with pytest.raises(KeyboardInterrupt):
-            printer(event)  # ... and raised again at the next event
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before is back
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
+    try:
+        with progress.catching_interrupts():
+            printer(event)  # no interrupt yet: nothing raised
+            gone = _Finaliser()
+            del gone  # the interrupt is swallowed here ...
+            with pytest.raises(KeyboardInterrupt):
+                printer(event)  # ... and raised again at the next event
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before is back
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -18,51 +17,10 @@ from cnmc_core.cli import main
 from cnmc_core.dashboard.report import SECTIONS
 from cnmc_core.report import Cell, Document
 
+from .helpers import parse_report as parse
+
 PLOTLY_JS = "* plotly.js v"  # the banner at the top of the bundled plotly.min.js
 HOSTILE = "<script>alert('x')</script>"
-
-
-class _Cells(HTMLParser):
-    """(row id, column) -> data-value of every table cell that has one; every src/href outside <script>."""
-
-    def __init__(self):
-        super().__init__()
-        self.values: dict[tuple[str, str], float] = {}
-        self.texts: dict[tuple[str, str], str] = {}
-        self.links: list[str] = []
-        self.h2: list[str] = []
-        self._row, self._cell, self._in_h2 = None, None, False
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.links += [v for k, v in attrs if k in ("src", "href", "action", "srcset") and v is not None]
-        if tag == "script" and "src" in a:
-            self.links.append(a["src"])
-        if tag == "tr":
-            self._row = a.get("data-row")
-        if tag == "td" and self._row:
-            self._cell = (self._row, a.get("data-col"))
-            self.texts[self._cell] = ""
-            if "data-value" in a:
-                self.values[self._cell] = float(a["data-value"])
-        self._in_h2 = tag == "h2"
-
-    def handle_endtag(self, tag):
-        if tag == "td":
-            self._cell = None
-        self._in_h2 = False if tag == "h2" else self._in_h2
-
-    def handle_data(self, data):
-        if self._cell:
-            self.texts[self._cell] += data
-        if self._in_h2:
-            self.h2.append(data)
-
-
-def parse(page: str) -> _Cells:
-    cells = _Cells()
-    cells.feed(page)
-    return cells
 
 
 def report(root, name: str, out: Path, capsys) -> str:
