@@ -18,15 +18,13 @@ strongest, in the coordinates of the image as given (the model sees the whole fr
 layer's grid spans the whole frame and is resized straight to the image's size, bilinearly). All
 zero when no location adds evidence for the target (the ReLU removes everything): `Explanation.empty`.
 
-What a heatmap says beside it (its share of heat on the cell, flat, empty) is heat.py.
-
-This module computes heatmaps. Drawing them (colours, overlays, PNG) is render.py; the cached
-gallery of a study is gallery.py. TensorFlow and tf-keras-vis are imported inside the functions that
-run them, so importing this module stays fast.
+This module computes heatmaps. What one says beside it is heat.py; drawing it, render.py; the cached gallery,
+gallery.py. TensorFlow and tf-keras-vis are imported inside the functions that run them (a fast import).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -96,6 +94,12 @@ def log_odds_score(sign: float | Sequence[float] | np.ndarray):
     return score
 
 
+# Each model has a pass of its own, traced once (`GradcamPass.traces`, tested); TensorFlow counts the seven first
+# traces of the one Python function as retracing and warns about it: that warning alone is dropped.
+logging.getLogger("tensorflow").addFilter(
+    lambda r: not ("triggered tf.function retracing" in r.getMessage() and "GradcamPass" in r.getMessage()))
+
+
 class GradcamPass:
     """One compiled pass of a classifier giving its scores, its Grad-CAM map on `layer_name`, and the outputs of
     `extra_layers` (the Predictor's pooled features): a prediction and where it came from, in one forward pass.
@@ -104,13 +108,10 @@ class GradcamPass:
     log(s_ALL / s_HEM)) on the layer's grid, before the ReLU; scores float32 (n, 2); [each extra layer's output]).
     The map for HEM is the same map negated: the score's sign carries exactly through the gradient and the sums.
 
-    Written here, not run through tf-keras-vis's Gradcam, for speed: tf-keras-vis runs eagerly, op by op, and builds
-    a Keras model on every call; this is one tf.function, traced once per classifier whatever the batch size (the
-    signature leaves the batch open). Its gradient flows back through the head only, so the pass costs what the
-    forward pass alone does: on 2 cores, one cell's predictions and Grad-CAMs by the seven demo models at 96 px
-    took 2.5 s the old way and take 0.23 s in these passes (benchmarks/bench_gradcam.py). The formula is
-    tf-keras-vis's (channel weights: the spatial mean of d score / d map; the map: the weighted sum over channels),
-    and tests/test_gradcam_pass.py checks the maps against tf-keras-vis on every registry model.
+    Hand-written for speed: tf-keras-vis runs eagerly and builds a Keras model on every call; this is one
+    tf.function, traced once whatever the batch size, costing what the forward pass does (11x faster for one upload
+    on the demo: docs/benchmarks.md section 3). The formula is tf-keras-vis's, and tests/test_gradcam_pass.py
+    checks the maps against it on every registry model.
     """
 
     def __init__(self, classifier, layer_name: str, extra_layers: Sequence[str] = ()):
