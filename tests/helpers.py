@@ -17,9 +17,13 @@ import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
+
+from cnmc_core.images import preprocess, resize_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,3 +224,16 @@ def parse_report(page: str) -> ReportCells:
     cells = ReportCells()
     cells.feed(page)
     return cells
+
+
+def disc_image(width: int, height: int, centre: tuple[int, int], radius: int) -> Image.Image:
+    """A purple disc (a 'cell') at `centre` (x, y) on black, RGB."""
+    yy, xx = np.mgrid[:height, :width]
+    img = np.zeros((height, width, 3), np.uint8)
+    img[(xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 < radius**2] = (150, 90, 200)
+    return Image.fromarray(img)
+
+
+def explainer_inputs(explainer, imgs) -> np.ndarray:
+    """Decoded frames -> an explain.Explainer's preprocessed batch (n, size, size, 3)."""
+    return preprocess(np.stack([resize_frame(img, explainer.size) for img in imgs]), explainer.preprocess_mode)

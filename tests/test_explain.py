@@ -9,24 +9,17 @@ import pytest
 from PIL import Image
 
 from cnmc_core import explain
-from cnmc_core.explain import METHODS, Explainer, to_image_size
+from cnmc_core.explain import METHODS, Explainer, GradcamPass, to_image_size
 from cnmc_core.gallery import GALLERY_CELLS, GALLERY_SIDE, Gallery, build_gallery, gallery_is_current
 from cnmc_core.heat import cell_focus
 from cnmc_core.images import open_image
+from cnmc_core.models import HEAD_POOL, p_all
 from cnmc_core.registry import MODELS
 from cnmc_core.store import StudyStore
 from cnmc_core.study import build_study_explanations
 
 from .conftest import TINY_MODELS, TINY_SIZE
-from .helpers import cli
-
-
-def disc_image(width: int, height: int, centre: tuple[int, int], radius: int) -> Image.Image:
-    """A purple disc (a 'cell') at `centre` (x, y) on black, RGB."""
-    yy, xx = np.mgrid[:height, :width]
-    img = np.zeros((height, width, 3), np.uint8)
-    img[(xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 < radius**2] = (150, 90, 200)
-    return Image.fromarray(img)
+from .helpers import cli, disc_image, explainer_inputs
 
 
 def cell_detector():
@@ -339,3 +332,44 @@ def test_explain_command_bad_arguments_give_one_error_line(args, needle, tmp_pat
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+
+
+# ---- Grad-CAM in one compiled pass (explain.GradcamPass) beside tf-keras-vis (the registry models built once) ----
+
+# Two different cells: different maps, so a map mixed up between the images of a batch would show.
+CELLS = [disc_image(80, 80, (40, 40), 20), disc_image(90, 60, (25, 30), 14)]
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_the_compiled_gradcam_is_tf_keras_vis_gradcam_on_every_registry_model(key, registry_classifier):
+    clf = registry_classifier(key)
+    explainer = Explainer.for_model(clf, key)
+    x = explainer_inputs(explainer, CELLS)
+    for targets in ([True, False], [False, True]):  # each image's evidence for ALL and for HEM
+        ours = explainer.layer_map(x, "gradcam", targets)
+        reference = explainer.library_map(x, "gradcam", targets)  # tf-keras-vis's Gradcam, eager
+        assert ours.shape == reference.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, reference, atol=1e-4)
+        assert np.array_equal(ours.max(axis=(1, 2)) > 0, reference.max(axis=(1, 2)) > 0)  # the same empty maps
+    # Not a vacuous match: each image has evidence for one class or the other, normalised to a peak of 1.
+    both = np.stack([explainer.layer_map(x, "gradcam", t) for t in (True, False)])  # (2 signs, 2 images, h, w)
+    assert np.allclose(both.max(axis=(0, 2, 3)), 1.0)
+    # The pass's scores are the classifier's: P(ALL) comes from the same pass as the map.
+    _, scores, _ = explainer.gradcam_pass(x)
+    np.testing.assert_allclose(p_all(scores), p_all(clf.predict_on_batch(x)), atol=1e-6)
+
+
+@pytest.mark.slow  # TensorFlow
+def test_the_pass_is_traced_once_for_any_batch_size_and_a_batch_is_each_image_alone(registry_classifier):
+    clf = registry_classifier("resnet50")
+    gradcam_pass = GradcamPass(clf, MODELS["resnet50"].gradcam_layer, extra_layers=[HEAD_POOL])
+    explainer = Explainer.for_model(clf, "resnet50", gradcam_pass)
+    x = explainer_inputs(explainer, CELLS + CELLS[::-1])
+    maps, scores, (pooled,) = gradcam_pass(x)  # 4 images
+    assert maps.shape[0] == scores.shape[0] == pooled.shape[0] == 4 and maps.ndim == 3
+    for i in range(4):
+        alone, alone_scores, _ = gradcam_pass(x[i:i + 1])
+        np.testing.assert_allclose(alone[0], maps[i], rtol=1e-4, atol=1e-6 * np.abs(maps).max())
+        np.testing.assert_allclose(alone_scores[0], scores[i], atol=1e-6)
+    explainer.explain_batch(CELLS, "gradcam")  # the Explainer runs the pass it was given
+    assert gradcam_pass.traces == 1
