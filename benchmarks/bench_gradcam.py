@@ -147,24 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     cold = cold_warm_ups(args, args.cold) if args.cold > 0 else None
 
     import numpy as np
+    from bench_predict import cell_file, model_inputs  # (the script's own folder is on sys.path)
 
     from cnmc_core.dashboard import classify
-    from cnmc_core.images import open_image, preprocess, resize_frame
-    from cnmc_core.registry import get_spec
     from cnmc_core.store import StudyStore
 
     store = StudyStore(args.artifacts, args.study)
     predictor = classify.load_predictor(args.artifacts, args.study)
     old = OldPath(predictor)
-    if args.image:
-        image = Path(args.image)
-    else:
-        first = next(iter(predictor.models))
-        image = Path(store.read_study()["data"]["path"]) / store.read_predictions(first)["path"][0]
+    image = cell_file(store, predictor, args.image)
     content = image.read_bytes()
-    img = open_image(content)
+    img, x = model_inputs(predictor, content)
     keys = list(predictor.models)
-    x = {k: preprocess(resize_frame(img, predictor.sizes[k])[None], get_spec(k).preprocess) for k in keys}
     explainers = {k: predictor.explainer(k) for k in keys}
     passes = {k: predictor._passes[k] for k in keys}  # (the Predictor's own passes: the ones the page runs)
 

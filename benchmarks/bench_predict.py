@@ -35,6 +35,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TARGET = 0.15  # our code may add at most 15% to the bare passes
 
 
+def cell_file(store, predictor, image: str | None) -> Path:
+    """`image`, or the study's first validation cell (in the folder the study was trained from)."""
+    if image:
+        return Path(image)
+    first_key = next(iter(predictor.models))
+    return Path(store.read_study()["data"]["path"]) / store.read_predictions(first_key)["path"][0]
+
+
+def model_inputs(predictor, content: bytes):
+    """(the decoded image, each model's preprocessed (1, size, size, 3) input of it)."""
+    from cnmc_core.images import open_image, preprocess, resize_frame
+    from cnmc_core.registry import get_spec
+
+    img = open_image(content)
+    return img, {k: preprocess(resize_frame(img, predictor.sizes[k])[None], get_spec(k).preprocess)
+                 for k in predictor.models}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="demo")
@@ -43,27 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", help="the cell to classify (default: the study's first validation cell)")
     args = parser.parse_args(argv)
 
-    from cnmc_core.images import open_image, preprocess, resize_frame
     from cnmc_core.predict import Predictor
-    from cnmc_core.registry import get_spec
     from cnmc_core.store import StudyStore
 
     store = StudyStore(args.artifacts, args.study)
     t0 = time.perf_counter()
     predictor = Predictor.load(store)
     load_s = time.perf_counter() - t0
-    if args.image:
-        image = Path(args.image)
-    else:
-        first_key = next(iter(predictor.models))
-        image = Path(store.read_study()["data"]["path"]) / store.read_predictions(first_key)["path"][0]
+    image = cell_file(store, predictor, args.image)
     content = image.read_bytes()
-
     # The prepared inputs of the bare passes: decoded, resized and preprocessed once, outside the timing.
-    img = open_image(content)
-    inputs = {
-        k: preprocess(resize_frame(img, predictor.sizes[k])[None], get_spec(k).preprocess) for k in predictor.models
-    }
+    img, inputs = model_inputs(predictor, content)
 
     def bare_forward():
         for key, model in predictor.models.items():
