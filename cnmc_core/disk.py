@@ -11,6 +11,7 @@ import fcntl
 import io
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -86,17 +87,52 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
     write_bytes(path, buf.getvalue())
 
 
+# A file read whole (JSON, CSV, .npy, and an .npz once unpacked) is at most this large. A study's own files are far
+# smaller (a C-NMC-sized study's largest, predictions.csv, is about 1.3 MB); a larger one in a shared study would
+# only take the reader's memory, so it is refused unread. (The feature cache, read by training, is not capped.)
+MAX_READ_BYTES = 256 * 2**20
+
+
+def check_size(path: Path, limit: int = MAX_READ_BYTES) -> Path:
+    """`path`, or ValueError with one line when the file is larger than `limit` bytes (nothing is read)."""
+    size = os.stat(path).st_size
+    if size > limit:
+        raise ValueError(f"{size / 2**20:,.0f} MB is over the {limit / 2**20:,.0f} MB a study file may be; not read")
+    return path
+
+
 def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
+    with open(check_size(path), encoding="utf-8") as f:
         return json.load(f)
 
 
 def read_npy(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+    return np.load(check_size(path), allow_pickle=False)
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
+def read_npz(path: Path, limit: int = MAX_READ_BYTES) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (no pickles). An .npz is a zip: a small file can unpack to gigabytes, and a member's
+    header can declare an array larger than the member. So, before any array is read: the members' unpacked sizes
+    (from the zip's directory; zipfile never unpacks a member beyond its size) add up to at most `limit`, and each
+    member's header declares no more bytes than the member holds. Else ValueError, with one line."""
+    with np.load(check_size(path, limit), allow_pickle=False) as z:
+        members = z.zip.infolist()
+        unpacked = sum(m.file_size for m in members)
+        if unpacked > limit:
+            raise ValueError(f"it unpacks to {unpacked / 2**20:,.0f} MB, over the {limit / 2**20:,.0f} MB a study "
+                             "file may be; not read")
+        for member in members:
+            with z.zip.open(member) as f:
+                version = np.lib.format.read_magic(f)  # 1.0 (what np.savez writes) or 2.0; 3.0 is refused
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"its array {member.filename!r} has .npy format {version}; not read")
+                shape, _, dtype = read_header(f)
+                declared = math.prod(int(n) for n in shape) * dtype.itemsize  # (Python ints: no overflow)
+                if declared > member.file_size:
+                    raise ValueError(f"its array {member.filename!r} declares {declared:,} bytes but holds "
+                                     f"{member.file_size:,}; not read")
         return {k: z[k] for k in z.files}
 
 

@@ -251,7 +251,7 @@ class StudyStore:
     def _read(self, path: Path, parse, check):
         label = self.label(path)
         try:
-            parsed = parse(path)
+            parsed = parse(disk.check_size(path))
         except FileNotFoundError:
             raise
         except (ValueError, OSError) as e:  # bad JSON or CSV, bad encoding, a folder where a file should be

@@ -225,7 +225,7 @@ def test_figure_escapes_study_text_and_leaves_out_unmapped_cells():
     fig = feature_space.figure(space, "vgg16", "subject")
     assert len(fig.data) == 1 and len(fig.data[0].x) == 20  # the 10 cells outside t-SNE's subsample are not drawn
     texts_ = list(fig.data[0].text)
-    assert all("<b>7</b>" not in t for t in texts_) and sum("patient &lt;b&gt;7&lt;/b&gt;<br>" in t for t in texts_)
+    assert all("<b>7</b>" not in t for t in texts_) and sum("patient &lt;b&gt;7&lt;/b&gt; · " in t for t in texts_)
     by_class = feature_space.figure(space, "vgg16", "class")
     assert {t.name for t in by_class.data} == {"ALL", "HEM"} and sum(len(t.x) for t in by_class.data) == 20
     assert fig.layout.title.subtitle.text == "class separability 0.81 · same-patient neighbours 0.55 (chance 0.31)"

@@ -128,6 +128,9 @@ DAMAGE = {
                      lambda p: p.write_text(p.read_text().replace('"accuracy": ', '"accuracy": NaN, "x": ')),
                      "accuracy must be a finite number or null"),
     "truncated metrics": ("metrics.json", lambda p: p.write_text(p.read_text()[:40]), "cannot be read"),
+    # a sparse file: 300 MB by its size, no disk used; refused by its size, before a byte of it is parsed
+    "a 300 MB predictions.csv": ("predictions.csv", lambda p: os.truncate(p, 300 * 2**20),
+                                 "cannot be read (300 MB is over the 256 MB a study file may be; not read)"),
 }
 
 
@@ -143,6 +146,51 @@ def test_a_damaged_artifact_is_one_error_line_naming_the_file(case, study_copy, 
     assert problem in err[0]
     # Never an ensemble silently made of the models that are left.
     assert (root / name / "models" / "ensemble" / "metrics.json").read_bytes() == ensemble_before
+
+
+def _npz_member(header: dict, payload: bytes) -> bytes:
+    """One .npy member, its header written by numpy's own writer (which trusts what it is given)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + payload
+
+
+def test_an_npz_that_unpacks_too_far_or_lies_about_its_arrays_is_refused_unread(tmp_path):
+    import zipfile
+
+    import numpy as np
+
+    from cnmc_core import disk
+
+    honest = tmp_path / "honest.npz"
+    np.savez(honest, mean=np.arange(4.0), threshold=np.float32(2.5))
+    arrays = disk.read_npz(honest)
+    assert arrays["mean"].tolist() == [0.0, 1.0, 2.0, 3.0] and float(arrays["threshold"]) == 2.5
+
+    bomb = tmp_path / "bomb.npz"  # 8 MB of zeros, compressed to a few kB: an .npz can unpack far beyond its size
+    np.savez_compressed(bomb, coords=np.zeros(2**20))
+    assert bomb.stat().st_size < 50_000
+    with pytest.raises(ValueError, match=r"it unpacks to 8 MB, over the 1 MB a study file may be; not read"):
+        disk.read_npz(bomb, limit=2**20)
+
+    liar = tmp_path / "liar.npz"  # a header declaring 8 TB over 16 bytes: refused before numpy allocates the array
+    with zipfile.ZipFile(liar, "w") as z:
+        z.writestr("coords.npy", _npz_member({"descr": "<f8", "fortran_order": False, "shape": (10**12,)}, bytes(16)))
+    with pytest.raises(ValueError, match=r"its array 'coords.npy' declares 8,000,000,000,000 bytes but holds 1\d\d"):
+        disk.read_npz(liar)
+
+    # The study's reader takes such a file for a missing one (the predictor's out-of-distribution check then
+    # goes without that model's feature reference), as the feature-space maps' reader does (the page offers to
+    # compute them again).
+    store = StudyStore(tmp_path / "root", "s")
+    target = store.feature_reference("vgg16")
+    target.parent.mkdir(parents=True)
+    shutil.copy(liar, target)
+    assert store.read_feature_reference("vgg16") is None
 
 
 def test_a_damaged_study_json_is_named(study_copy, capsys):

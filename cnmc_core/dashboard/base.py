@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import palette  # noqa: F401  (the pages' colours, markers and scales: base.palette)
+from .. import disk, palette  # noqa: F401  (the pages' colours, markers and scales: base.palette)
 from ..registry import MODELS
 from ..stats import reliability
 from ..store import ENSEMBLE, ArtifactError, StoreError, StudyStore, artifacts_root, check_study_name, list_studies
@@ -245,7 +245,7 @@ def _load_statistics(store: StudyStore, data: StudyData) -> None:
     """subjects.csv of each row and comparison.csv; a study made before them simply has none."""
     for key in data.evaluated:
         try:
-            subjects = pd.read_csv(store.subjects_csv(key), dtype={"subject": str})
+            subjects = pd.read_csv(disk.check_size(store.subjects_csv(key)), dtype={"subject": str})
             _require_numbers("subjects.csv", subjects, SUBJECT_COLUMNS[1:], also=("subject",))
             data.subjects[key] = subjects
         except FileNotFoundError:
@@ -254,7 +254,7 @@ def _load_statistics(store: StudyStore, data: StudyData) -> None:
             data.notes.append(f"{_problem('subjects.csv', e)} ({model_name(key)}): recompute the statistics "
                               f"with {stats_command(data)}")
     try:
-        comparison = pd.read_csv(store.comparison_csv)
+        comparison = pd.read_csv(disk.check_size(store.comparison_csv))
         _require_numbers("comparison.csv", comparison, COMPARISON_COLUMNS[2:], also=COMPARISON_COLUMNS[:2])
         data.comparison = comparison
     except FileNotFoundError:

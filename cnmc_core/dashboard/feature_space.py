@@ -129,9 +129,11 @@ def _cells(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hover(cells: pd.DataFrame) -> pd.Series:
-    """Each cell's hover lines; the study's text escaped (Plotly reads a few HTML tags in hover text)."""
-    return ("patient " + cells["subject"].map(lambda s: html.escape(s, quote=False)) + "<br>"
-            + cells["file"].map(lambda f: html.escape(f, quote=False)) + "<br>true " + cells["label"])
+    """Each cell's hover line, kept short: it is sent once per panel, and on a C-NMC-sized study the hover text was
+    most of the page's bytes (a click shows the whole cell below the maps). The study's text is escaped (Plotly
+    reads a few HTML tags in hover text)."""
+    return ("patient " + cells["subject"].map(lambda s: html.escape(s, quote=False)) + " · "
+            + cells["file"].map(lambda f: html.escape(f, quote=False)) + " · true " + cells["label"])
 
 
 def _axes(method: str, variance) -> tuple[str, str]:
@@ -183,7 +185,9 @@ def traces(space: FeatureSpace, key: str, colour_by: str = "class", legend: bool
     marker = {"size": 5 if drawn.sum() <= 3000 else 3, "opacity": 0.75}
 
     def points(rows: np.ndarray) -> dict:
-        return {"x": panel.coords[rows, 0], "y": panel.coords[rows, 1], "text": hover[rows],
+        # float32 map coordinates: a map needs no more than 7 digits, and they are half the bytes to send and parse
+        xy = panel.coords[rows].astype(np.float32)
+        return {"x": xy[:, 0], "y": xy[:, 1], "text": hover[rows],
                 # float32 holds every row number below 2**24 exactly, in half the bytes of float64
                 "customdata": np.column_stack([rows, panel.prob_all[rows]]).astype(np.float32), **common}
 
