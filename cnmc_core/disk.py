@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,7 +116,9 @@ def read_npz(path: Path, limit: int = MAX_READ_BYTES) -> dict[str, np.ndarray]:
     header can declare an array larger than the member. So, before any array is read: the members' unpacked sizes
     (from the zip's directory; zipfile never unpacks a member beyond its size) add up to at most `limit`, and each
     member's header declares no more bytes than the member holds. Else ValueError, with one line."""
-    with np.load(check_size(path, limit), allow_pickle=False) as z:
+    if not zipfile.is_zipfile(check_size(path, limit)):  # (np.load would take an .npy for one, or call it a pickle)
+        raise ValueError("it is not an .npz (a zip of arrays); not read")
+    with np.load(path, allow_pickle=False) as z:
         members = z.zip.infolist()
         unpacked = sum(m.file_size for m in members)
         if unpacked > limit:

@@ -183,6 +183,15 @@ def test_an_npz_that_unpacks_too_far_or_lies_about_its_arrays_is_refused_unread(
     with pytest.raises(ValueError, match=r"its array 'coords.npy' declares 8,000,000,000,000 bytes but holds 1\d\d"):
         disk.read_npz(liar)
 
+    bare = tmp_path / "array.npz"  # an .npy under an .npz's name: np.load would hand back a bare array
+    np.save(tmp_path / "a.npy", np.arange(3))
+    bare.write_bytes((tmp_path / "a.npy").read_bytes())
+    noise = tmp_path / "noise.npz"  # neither: np.load would call it a pickle
+    noise.write_bytes(b"\x80\x04noise" * 8)
+    for impostor in (bare, noise):
+        with pytest.raises(ValueError, match=r"it is not an .npz \(a zip of arrays\); not read"):
+            disk.read_npz(impostor)
+
     # The study's reader takes such a file for a missing one (the predictor's out-of-distribution check then
     # goes without that model's feature reference), as the feature-space maps' reader does (the page offers to
     # compute them again).
