@@ -108,7 +108,11 @@ def read_json(path: Path) -> Any:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    return np.load(check_size(path), allow_pickle=False)
+    array = np.load(check_size(path), allow_pickle=False)
+    if not isinstance(array, np.ndarray):  # an .npz under an .npy's name
+        array.close()
+        raise ValueError("it is not an .npy (one array); not read")
+    return array
 
 
 def read_npz(path: Path, limit: int = MAX_READ_BYTES) -> dict[str, np.ndarray]:

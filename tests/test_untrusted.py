@@ -191,6 +191,10 @@ def test_an_npz_that_unpacks_too_far_or_lies_about_its_arrays_is_refused_unread(
     for impostor in (bare, noise):
         with pytest.raises(ValueError, match=r"it is not an .npz \(a zip of arrays\); not read"):
             disk.read_npz(impostor)
+    zipped = tmp_path / "heatmap.npy"  # and the other way round: a zip under an .npy's name (a gallery heatmap)
+    zipped.write_bytes(honest.read_bytes())
+    with pytest.raises(ValueError, match=r"it is not an .npy \(one array\); not read"):
+        disk.read_npy(zipped)
 
     # The study's reader takes such a file for a missing one (the predictor's out-of-distribution check then
     # goes without that model's feature reference), as the feature-space maps' reader does (the page offers to
