@@ -107,12 +107,29 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def read_npy(path: Path) -> np.ndarray:
-    array = np.load(check_size(path), allow_pickle=False)
-    if not isinstance(array, np.ndarray):  # an .npz under an .npy's name
-        array.close()
-        raise ValueError("it is not an .npy (one array); not read")
-    return array
+def _check_npy_header(f, holds: int, name: str) -> None:
+    """Read an .npy header from `f` (at its start): ValueError unless it declares at most `holds` bytes of array.
+    Else numpy allocates what the header says before it finds the data missing (a MemoryError, not a ValueError)."""
+    try:
+        version = np.lib.format.read_magic(f)  # 1.0 (what numpy writes) or 2.0; 3.0 is refused
+    except ValueError:  # another kind of file (an .npz under an .npy's name, noise)
+        raise ValueError(f"{name} is not an .npy (one array); not read") from None
+    headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    read_header = headers.get(version)
+    if read_header is None:
+        raise ValueError(f"{name} has .npy format {version}; not read")
+    shape, _, dtype = read_header(f)
+    declared = math.prod(int(n) for n in shape) * dtype.itemsize  # (Python ints: no overflow)
+    if declared > holds:
+        raise ValueError(f"{name} declares {declared:,} bytes but holds {holds:,}; not read")
+
+
+def read_npy(path: Path, limit: int = MAX_READ_BYTES) -> np.ndarray:
+    """One array from an .npy (no pickles), at most `limit` bytes; ValueError, with one line, for anything else."""
+    size = os.stat(check_size(path, limit)).st_size
+    with open(path, "rb") as f:
+        _check_npy_header(f, size, "it")
+    return np.load(path, allow_pickle=False)
 
 
 def read_npz(path: Path, limit: int = MAX_READ_BYTES) -> dict[str, np.ndarray]:
@@ -130,16 +147,7 @@ def read_npz(path: Path, limit: int = MAX_READ_BYTES) -> dict[str, np.ndarray]:
                              "file may be; not read")
         for member in members:
             with z.zip.open(member) as f:
-                version = np.lib.format.read_magic(f)  # 1.0 (what np.savez writes) or 2.0; 3.0 is refused
-                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-                if read_header is None:
-                    raise ValueError(f"its array {member.filename!r} has .npy format {version}; not read")
-                shape, _, dtype = read_header(f)
-                declared = math.prod(int(n) for n in shape) * dtype.itemsize  # (Python ints: no overflow)
-                if declared > member.file_size:
-                    raise ValueError(f"its array {member.filename!r} declares {declared:,} bytes but holds "
-                                     f"{member.file_size:,}; not read")
+                _check_npy_header(f, member.file_size, f"its array {member.filename!r}")
         return {k: z[k] for k in z.files}
 
 

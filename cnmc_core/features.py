@@ -25,12 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .disk import atomic_path
+from .disk import atomic_path, read_npy
 from .images import iter_batches, preprocess
 from .runtime import forward
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "v1"  # bump when the image pipeline changes in a way that changes features
+# One cached image is at most 8 views x 2,048 float32 features (64 kB) in every registry model; a larger file, or
+# one whose header declares more than it holds, is taken for a missing entry, never read (shared studies).
+MAX_ENTRY_BYTES = 1 * 2**20
 
 
 def orient(batch: np.ndarray, view: int) -> np.ndarray:
@@ -50,8 +53,8 @@ class FeatureCache:
 
     def get(self, sha1: str, views: int) -> np.ndarray | None:
         p = self.path(sha1)
-        try:
-            arr = np.load(p, allow_pickle=False)
+        try:  # a shared study's cache is read by the pages (reference cells): checked like any study file
+            arr = read_npy(p, limit=MAX_ENTRY_BYTES)
         except (OSError, ValueError):
             return None
         return arr[:views] if arr.ndim == 2 and arr.shape[0] >= views else None

@@ -159,7 +159,7 @@ def _npz_member(header: dict, payload: bytes) -> bytes:
     return buf.getvalue() + payload
 
 
-def test_an_npz_that_unpacks_too_far_or_lies_about_its_arrays_is_refused_unread(tmp_path):
+def test_array_files_that_unpack_too_far_or_lie_about_their_arrays_are_refused_unread(tmp_path):
     import zipfile
 
     import numpy as np
@@ -195,6 +195,24 @@ def test_an_npz_that_unpacks_too_far_or_lies_about_its_arrays_is_refused_unread(
     zipped.write_bytes(honest.read_bytes())
     with pytest.raises(ValueError, match=r"it is not an .npy \(one array\); not read"):
         disk.read_npy(zipped)
+    lying = tmp_path / "lying.npy"  # 800 GB declared over 16 bytes: numpy would try to allocate it (MemoryError)
+    lying.write_bytes(_npz_member({"descr": "<f8", "fortran_order": False, "shape": (10**11,)}, bytes(16)))
+    with pytest.raises(ValueError, match=r"it declares 800,000,000,000 bytes but holds 144; not read"):
+        disk.read_npy(lying)
+
+    # A shared study's feature cache (read by the Classify page for reference cells) takes such files, and any
+    # larger than a cached image's features can be, for missing entries.
+    from cnmc_core.features import MAX_ENTRY_BYTES, FeatureCache
+
+    cache = FeatureCache(tmp_path / "cache", "vgg16", "0" * 40, 64)
+    sha1s = {"honest": "a" * 40, "lying": "b" * 40, "zipped": "c" * 40, "large": "d" * 40}
+    cache.put(sha1s["honest"], np.ones((2, 512), np.float32))
+    for name, source in (("lying", lying), ("zipped", zipped)):
+        cache.path(sha1s[name]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, cache.path(sha1s[name]))
+    cache.put(sha1s["large"], np.zeros((2, MAX_ENTRY_BYTES // 8 + 1), np.float32))  # a valid .npy, over the limit
+    assert cache.get(sha1s["honest"], 2).shape == (2, 512)
+    assert [cache.get(sha1s[n], 1) for n in ("lying", "zipped", "large")] == [None, None, None]
 
     # The study's reader takes such a file for a missing one (the predictor's out-of-distribution check then
     # goes without that model's feature reference), as the feature-space maps' reader does (the page offers to
