@@ -129,9 +129,9 @@ def _cells(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hover(cells: pd.DataFrame) -> pd.Series:
-    """Each cell's hover line, kept short: it is sent once per panel, and on a C-NMC-sized study the hover text was
-    most of the page's bytes (a click shows the whole cell below the maps). The study's text is escaped (Plotly
-    reads a few HTML tags in hover text)."""
+    """Each cell's hover line, kept to one line: it is sent once per panel (on a C-NMC-sized study the hover text is
+    about 40% of the t-SNE maps' bytes; a click shows the whole cell below the maps). The study's text is escaped
+    (Plotly reads a few HTML tags in hover text)."""
     return ("patient " + cells["subject"].map(lambda s: html.escape(s, quote=False)) + " · "
             + cells["file"].map(lambda f: html.escape(f, quote=False)) + " · true " + cells["label"])
 
