@@ -81,6 +81,13 @@ def _print(r: dict) -> None:
         print(f"(c) ensemble ROC AUC, {auc['n']} cells ({auc['n_all']} ALL, {auc['n_hem']} HEM): original frames "
               f"{auc['original_same_cells']:.3f}, prepared crops {auc['prepared']:.3f}, difference "
               f"{auc['difference']:.3f}")
+        ci = auc.get("difference_intervals") or {}
+        names = {"cell": f"by cell ({ci.get('n_cells')} cells)",
+                 "subject": f"by patient ({ci.get('n_subjects')} patients)"}
+        parts = [f"{names[u]} [{ci[u][0]:+.3f}, {ci[u][1]:+.3f}]" for u in names if u in ci]
+        if parts:
+            print(f"    prepared - original, 95% paired class-stratified bootstrap interval ({ci['replicates']} "
+                  f"replicates): " + "; ".join(parts))
     else:
         print("(c) ensemble ROC AUC: needs cells of both classes")
     print(f"(d) image half of the OOD check passed by {r['ood_image_pass']:.1%} of {r['ood_n']} prepared frames "

@@ -69,3 +69,30 @@ def test_p_all_of_the_prepared_crop_is_the_original_frames(trip):
         differences = [round(abs(c.prepared[key] - c.original[key]), 3) for c in done]
         assert share >= roundtrip.GOALS["p_all_within"], f"{key}: within 0.1 for {share:.0%}; {differences}"
 
+
+
+def _cell(label: int, original: float, prepared: float, subject: str = "") -> roundtrip.RoundTripCell:
+    cell = roundtrip.RoundTripCell("x.bmp", label, 1.0, "demo", "plain", 0.5, subject=subject)
+    cell.original, cell.prepared = {"ensemble": original}, {"ensemble": prepared}
+    return cell
+
+
+def test_the_auc_difference_has_paired_intervals_by_cell_and_by_patient():
+    """Known answers, no models: the interval is of prepared minus original, paired (the same draws for both)."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([1, 0], 40)
+    scores = np.clip(labels * 0.3 + rng.uniform(0, 0.7, 80), 0, 1)  # an AUC well inside (0.5, 1)
+    subjects = [f"{'a' if y else 'h'}{i % 4}" for i, y in enumerate(labels)]  # 4 ALL and 4 HEM patients
+    same = roundtrip.auc_difference_intervals([_cell(y, p, p, s) for y, p, s in zip(labels, scores, subjects)])
+    assert same["cell"] == [0.0, 0.0] and same["subject"] == [0.0, 0.0]  # paired: no difference, no spread
+    assert same["n_cells"] == 80 and same["n_subjects"] == 8 and same["replicates"] == 2000
+
+    cells = [_cell(y, p, float(y), s) for y, p, s in zip(labels, scores, subjects)]
+    perfect = roundtrip.auc_difference_intervals(cells)
+    low, high = perfect["cell"]
+    assert 0 < low < high < 0.5  # the prepared crops separate perfectly: better in every replicate
+    assert perfect["subject"][0] > 0
+
+    # Without each cell's patient there is no patient-level interval (never one made up from cells).
+    anonymous = roundtrip.auc_difference_intervals([_cell(y, p, float(y)) for y, p in zip(labels, scores)])
+    assert "subject" not in anonymous and "n_subjects" not in anonymous and anonymous["cell"] == perfect["cell"]
