@@ -70,7 +70,7 @@ def _print(r: dict) -> None:
     print(f"round trip of study {r['study']!r} ({len(r['models'])} models; SYNTHETIC crops), {r['crops']} crops of "
           f"one validation cell each, factors 0.5-2, stains of the demo's family, {r['seconds']} s")
     print(f"(a) scale from red cells within 10% of the truth: {r['scale_within']:.1%} of {r['crops']} crops "
-          f"(found for {r['scale_found']:.1%}; median error {r['scale_error_median']:.1%}, max "
+          f"(found for {r['scale_found']:.1%}; where found, median error {r['scale_error_median']:.1%}, max "
           f"{r['scale_error_max']:.1%}); one cell found in {r['one_cell_found']:.1%}, no frame for {r['no_frame']}")
     print(f"(b) P(ALL) within 0.1 of the original frame's, share of {r['crops']} cells (median |difference|); "
           "control: the original frame only mirrored")

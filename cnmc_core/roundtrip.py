@@ -207,7 +207,8 @@ def figures(cells: list[RoundTripCell], far: list[RoundTripCell] | None = None) 
         "scale_within": _share(errors <= SCALE_TOLERANCE),
         "scale_found": _share(np.isfinite(errors)),
         "scale_error_median": float(np.median(errors[np.isfinite(errors)])) if np.isfinite(errors).any() else None,
-        "scale_error_max": float(np.max(errors)) if n else None,
+        # (over the crops with a scale found: the others are counted by scale_found; JSON has no infinity)
+        "scale_error_max": float(np.max(errors[np.isfinite(errors)])) if np.isfinite(errors).any() else None,
         "one_cell_found": _share(c.cells_found == 1 for c in cells),
         "no_frame": sum(not c.prepared for c in cells),
         "p_all_within": within, "p_all_within_worst": min(within.values()) if within else float("nan"),
