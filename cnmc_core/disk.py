@@ -90,7 +90,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 # A file read whole (JSON, CSV, .npy, and an .npz once unpacked) is at most this large. A study's own files are far
 # smaller (a C-NMC-sized study's largest, predictions.csv, is about 1.3 MB); a larger one in a shared study would
-# only take the reader's memory, so it is refused unread. (The feature cache, read by training, is not capped.)
+# only take the reader's memory, so it is refused unread. (A feature-cache entry has its own, smaller bound.)
 MAX_READ_BYTES = 256 * 2**20
 
 
