@@ -70,7 +70,6 @@ def test_p_all_of_the_prepared_crop_is_the_original_frames(trip):
         assert share >= roundtrip.GOALS["p_all_within"], f"{key}: within 0.1 for {share:.0%}; {differences}"
 
 
-
 def _cell(label: int, original: float, prepared: float, subject: str = "") -> roundtrip.RoundTripCell:
     cell = roundtrip.RoundTripCell("x.bmp", label, 1.0, "demo", "plain", 0.5, subject=subject)
     cell.original, cell.prepared = {"ensemble": original}, {"ensemble": prepared}
