@@ -112,12 +112,13 @@ def _probs(predictor: Predictor, img: Image.Image) -> dict:
 
 
 def round_trip_cell(predictor: Predictor, frame: Image.Image, path: str, label: int, index: int, seed: int,
-                    stains: tuple = tuple(sorted(STAINS))) -> RoundTripCell:
-    """One frame's round trip (module docstring), with the crop's plan from `plan(index, seed, stains)`."""
+                    stains: tuple = tuple(sorted(STAINS)), subject: str = "") -> RoundTripCell:
+    """One frame's round trip (module docstring), with the crop's plan from `plan(index, seed, stains)`; `subject`
+    is the frame's patient, kept for the patient-level interval."""
     factor, stain, background = plan(index, seed, stains)
     crop = paste_cell(frame, seed=seed * 100_000 + index, factor=factor, background=background,
                       stain=FAR_STAIN if stain == "far" else stain)
-    cell = RoundTripCell(path, int(label), factor, stain, background, crop.um_per_px)
+    cell = RoundTripCell(path, int(label), factor, stain, background, crop.um_per_px, subject=str(subject))
     cell.crop_black = float((np.asarray(crop.image).max(axis=-1) < DARK_LEVEL).mean())
     cell.crop_is_frame = looks_like_cnmc_frame(crop.image)
     cell.original = _probs(predictor, frame)
@@ -153,8 +154,8 @@ def run(predictor: Predictor, data_root: Path, cells: pd.DataFrame, seed: int = 
         except (OSError, ValueError) as e:
             log.warning("round trip: skipped %s (%s)", row.path, e)
             continue
-        out.append(round_trip_cell(predictor, frame, row.path, row.label, i, seed, stains))
-        out[-1].subject = str(getattr(row, "subject", ""))
+        out.append(round_trip_cell(predictor, frame, row.path, row.label, i, seed, stains,
+                                   getattr(row, "subject", "")))
         if progress:
             progress(i + 1, len(cells))
     return out

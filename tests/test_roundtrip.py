@@ -32,6 +32,7 @@ def test_the_crops_are_smears_not_frames(trip):
     around the white one, another microscope's scale; the preparation does not pass it through."""
     cells, done = trip
     assert len(done) == len(cells) == CELLS and {c.label for c in done} == {0, 1}
+    assert [c.subject for c in done] == cells["subject"].astype(str).tolist()  # each cell keeps its patient
     for cell in done:
         assert cell.crop_black < 0.01, f"{cell.path}: {cell.crop_black:.0%} of the crop is black"
         assert not cell.crop_is_frame
