@@ -132,7 +132,7 @@ def test_cached_feature_training_agrees_with_ordinary_fit(demo_data, tmp_path):
     import keras
 
     root, train, val = _split_arrays(demo_data)
-    spec, size = MODELS["resnet50"], 64
+    spec, size = MODELS["resnet50"], 32
     # Enough steps for the head to converge on 120 cells, so that differences are not just the init.
     common = dict(models=("resnet50",), weights="none", input_size=size, epochs=15, learning_rate=0.01)
     y_train = np.array([r.label for r in train])
@@ -140,16 +140,21 @@ def test_cached_feature_training_agrees_with_ordinary_fit(demo_data, tmp_path):
     x_train = preprocess(np.stack([load_for_model(root / r.path, size) for r in train]), spec.preprocess)
     x_val = preprocess(np.stack([load_for_model(root / r.path, size) for r in val]), spec.preprocess)
 
+    # One base for both paths and every seed (random weights, seed 0): its features do not depend on the seed, so
+    # they are extracted once, and each training starts from the same initial head, restored from `initial`.
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    clf = build_classifier(spec, size, "none")
+    initial = clf.get_weights()
+    fm = feature_model(clf)
+    cache = FeatureCache(tmp_path, "resnet50", base_fingerprint(clf), size)
+    tf_ = extract(fm, spec.preprocess, size, [root / r.path for r in train], [r.sha1 for r in train], 2, cache)
+    vf = extract(fm, spec.preprocess, size, [root / r.path for r in val], [r.sha1 for r in val], 1, cache)[:, 0]
+
     ours, ordinary = [], []
     for seed in (1, 2, 3):
         cfg = from_preset("paper", seed=seed, **common)
-        keras.utils.clear_session()
-        keras.utils.set_random_seed(0)  # the same base for both paths
-        clf = build_classifier(spec, size, "none")
-        fm = feature_model(clf)
-        cache = FeatureCache(tmp_path, "resnet50", base_fingerprint(clf), size)
-        tf_ = extract(fm, spec.preprocess, size, [root / r.path for r in train], [r.sha1 for r in train], 2, cache)
-        vf = extract(fm, spec.preprocess, size, [root / r.path for r in val], [r.sha1 for r in val], 1, cache)[:, 0]
+        clf.set_weights(initial)
         head = train_head(tf_, y_train, vf, y_val, cfg)
         install_head(clf, head)
         # The installed head in the full classifier reproduces the feature-path probabilities.
@@ -158,11 +163,9 @@ def test_cached_feature_training_agrees_with_ordinary_fit(demo_data, tmp_path):
         np.testing.assert_allclose(prob_model, prob_feat, atol=1e-4)
         ours.append(classification_metrics(y_val, prob_feat))
 
-        keras.utils.clear_session()
-        keras.utils.set_random_seed(0)
-        clf2 = build_classifier(spec, size, "none")
-        fit_on_images(clf2, x_train, y_train, x_val, y_val, cfg)
-        ordinary.append(classification_metrics(y_val, p_all(clf2.predict_on_batch(x_val))))
+        clf.set_weights(initial)  # the ordinary loop starts from the same weights
+        fit_on_images(clf, x_train, y_train, x_val, y_val, cfg)
+        ordinary.append(classification_metrics(y_val, p_all(clf.predict_on_batch(x_val))))
 
     for metric in ("accuracy", "roc_auc"):
         a = np.mean([m[metric] for m in ours])
