@@ -91,7 +91,7 @@ def save_passes(study_dir: Path, keys: list[str], out: Path) -> dict[str, float]
         for name, array in (("x", x), ("cams", cams), ("scores", scores)):
             np.save(out / f"{key}.{name}.npy", array)
         module = tf.Module()
-        module.run = gradcam_pass._run  # (the traced tf.function; its variables are the model's weights)
+        module.run = gradcam_pass.function  # (the traced tf.function; its variables are the model's weights)
         module.vars = list(model.weights)  # (tracked: the function captures them)
         start = time.perf_counter()
         tf.saved_model.save(module, str(out / key))

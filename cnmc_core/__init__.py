@@ -33,6 +33,7 @@ Keras classes at import and so is lazy like Keras itself).
     palette      the colours of every chart: a colour-blind-safe colour and marker per model, the classes, the accent
     heat         reading a heatmap: its share of heat on the cell, flat or empty, in the words shown beside it
     explain      the CAM methods (Grad-CAM, Grad-CAM++, Score-CAM)
+    compiled     each model's compiled Grad-CAM pass kept in a machine-local cache (never in a study), read back fast
     gallery      the Grad-CAM gallery: choosing, building, reading
     ood          the out-of-distribution check: frame statistics and feature reference
     neighbours   reference cells: the training cells nearest to an upload in a model's feature space
@@ -64,8 +65,8 @@ __version__ = "0.1.0"
 LAYERS = (
     "registry", "runtime", "config", "disk", "artifacts", "store", "progress", "images", "synthetic", "smears",
     "dataset", "splits", "stats", "patient_stats", "evaluation", "models", "features", "projection", "head",
-    "training", "crossval", "render", "palette", "heat", "explain", "gallery", "ood", "neighbours", "masks", "segment",
-    "cutout", "stain", "prepare", "answer", "predict",
+    "training", "crossval", "render", "palette", "heat", "explain", "compiled", "gallery", "ood", "neighbours",
+    "masks", "segment", "cutout", "stain", "prepare", "answer", "predict",
     "roundtrip", "analysis", "study", "report", "dashboard",
     "commands", "cell_commands", "cli", "__main__",
 )

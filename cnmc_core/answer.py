@@ -9,11 +9,15 @@ The rule (also in docs/preparation.md). A result's headline is "inconclusive", w
 Otherwise the headline is the ensemble's call, ALL or HEM. The ensemble's call is kept either way (`call`), and every
 model's P(ALL) is reported below the headline: an inconclusive answer hides nothing, it only refuses to round it off.
 Research use only, like everything here.
+
+`summarise` makes a result from the models' P(ALL): the ensemble, its label, agreement and uncertainty in words.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+import numpy as np
 
 INCONCLUSIVE = "inconclusive"
 NEAR_THRESHOLD = 0.1  # ensemble P(ALL) closer than this to its threshold: inconclusive
@@ -47,7 +51,7 @@ def inconclusive_reasons(ensemble: float, threshold: float, votes: int, n_models
 
 
 def apply_rule(result: dict, thresholds: Mapping[str, float], ensemble_threshold: float) -> dict:
-    """`result` (predict.summarise's, with its "ood") given the rule: "call" (the ensemble's ALL or HEM),
+    """`result` (summarise's, with its "ood") given the rule: "call" (the ensemble's ALL or HEM),
     "reasons" ([] when conclusive) and "label" ("inconclusive" when any reason holds, else the call). In place."""
     call = result.get("call", result["label"])
     preds = result["predictions"]
@@ -72,3 +76,40 @@ def batch_summary(results: list[dict]) -> str:
     line = (f"{called['ALL']} of {n} cells called ALL, {called['HEM']} HEM, {called[INCONCLUSIVE]} inconclusive; "
             f"{prepared} of {n} prepared; {unreliable} of {n} unreliable (unlike the training cells)")
     return line + (f"; {failed} upload(s) gave no result" if failed else "")
+
+
+def uncertainty_words(ensemble: float, votes: int, n: int, threshold: float = 0.5) -> str:
+    """The uncertainty of a call, spelled out for a person."""
+    margin = abs(ensemble - threshold)
+    if margin < 0.1:
+        words = "uncertain: the ensemble probability is close to the decision threshold"
+    elif margin < 0.25:
+        words = "moderately confident"
+    else:
+        words = "confident"
+    if votes < n:
+        words += f"; the models disagree ({n - votes} of {n} say otherwise)"
+    return words
+
+
+def summarise(
+    file: str, preds: dict[str, float], broken: dict | None = None, thresholds: dict | None = None,
+    ensemble_threshold: float = 0.5,
+) -> dict:
+    """Ensemble (mean P(ALL)), label, agreement and uncertainty in words, from per-model probabilities."""
+    thresholds = thresholds or {}
+    ensemble = float(np.mean(list(preds.values())))
+    label = "ALL" if ensemble >= ensemble_threshold else "HEM"
+    votes = sum((p >= thresholds.get(k, 0.5)) == (label == "ALL") for k, p in preds.items())
+    out = {
+        "file": file,
+        "predictions": {k: round(v, 6) for k, v in preds.items()},
+        "ensemble": round(ensemble, 6),
+        "label": label,
+        "agreement": f"{votes} of {len(preds)} models: {label}",
+        "confidence": round(max(ensemble, 1 - ensemble), 6),
+        "uncertainty": uncertainty_words(ensemble, votes, len(preds), ensemble_threshold),
+    }
+    if broken:
+        out["unavailable"] = dict(broken)
+    return out

@@ -134,16 +134,16 @@ class GradcamPass:
             cams = tf.reduce_sum(tf.cast(maps, tf.float32) * weights, axis=-1)
             return cams, tf.cast(scores, tf.float32), extra
 
-        self._run = run
+        self.function = run  # (compiled.py saves it)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        cams, scores, extra = self._run(np.asarray(x, dtype=np.float32))
+        cams, scores, extra = self.function(np.asarray(x, dtype=np.float32))
         return cams.numpy(), scores.numpy(), [np.asarray(e) for e in extra]
 
     @property
     def traces(self) -> int:
         """How many times the pass was traced: 1 once it has run (each trace of a large model costs seconds)."""
-        return int(self._run.experimental_get_tracing_count())
+        return int(self.function.experimental_get_tracing_count())
 
 
 def layer_heatmaps(cams: np.ndarray) -> np.ndarray:

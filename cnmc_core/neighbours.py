@@ -22,7 +22,6 @@ import pandas as pd
 from scipy.spatial.distance import cdist
 
 from .features import FeatureCache
-from .models import base_fingerprint
 from .ood import SCALE_FLOOR
 from .store import StudyStore
 
@@ -70,9 +69,9 @@ class FeatureIndex:
         return out
 
 
-def load_index(store: StudyStore, key: str, classifier) -> FeatureIndex | str:
-    """The training cells of model `key` (its loaded classifier: the cache is keyed by its base's weights) from the
-    study's feature cache; or one line saying why there is none."""
+def load_index(store: StudyStore, key: str, fingerprint: str, size: int) -> FeatureIndex | str:
+    """The training cells of model `key` from the study's feature cache, which is keyed by the fingerprint of its
+    base's weights (models.base_fingerprint) and its input size; or one line saying why there is none."""
     info = store.read_study()
     split = store.read_split()
     if "sha1" not in split:
@@ -83,8 +82,7 @@ def load_index(store: StudyStore, key: str, classifier) -> FeatureIndex | str:
     if train.empty:
         return "the study's split lists no training cells with their checksums"
     policy = str((info.get("compute") or {}).get("dtype_policy") or "float32")
-    size = int(classifier.input_shape[1])
-    cache = FeatureCache(store.feature_cache_root, key, base_fingerprint(classifier), size, policy)
+    cache = FeatureCache(store.feature_cache_root, key, fingerprint, int(size), policy)
     rows = [cache.get(str(s), 1) for s in train["sha1"]]
     have = [i for i, r in enumerate(rows) if r is not None]
     if len(have) < len(rows) // 2 or not have:

@@ -1,6 +1,7 @@
 """Classifying cells with every trained model of a study: the one code path of `predict` and the page.
 
-Models are loaded once (Keras safe mode) and kept; each image is decoded once, resized once per
+Models are loaded once (Keras safe mode) and kept; a model served before on this machine comes back as its compiled
+pass from compiled.py's cache, its Keras model read only when needed. Each image is decoded once, resized once per
 input size, and run through each model. P(ALL) is `models.p_all` of the classifier's output (the
 mean over the study's orientations when it was evaluated with test-time augmentation), the same
 number `predictions.csv` holds for validation images; each model votes at its own threshold.
@@ -30,11 +31,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .answer import apply_rule
-from .explain import Explainer, GradcamPass, to_image_size
+from .answer import apply_rule, summarise
+from .compiled import LazyModels, SavedExplainer, SavedPass, load_pass, save
+from .explain import Explainer, to_image_size
 from .features import orient
 from .images import ImageError, open_image, preprocess, resize_frame
-from .models import HEAD_POOL, load_classifier, p_all
+from .models import HEAD_POOL, base_fingerprint, load_classifier, p_all
 from .neighbours import NEIGHBOURS, FeatureIndex, Neighbour, load_index
 from .ood import ood_check
 from .prepare import PreparedCell, PrepareOptions
@@ -76,7 +78,7 @@ class Predictor:
     """Every usable model of one study, loaded once, with its threshold and out-of-distribution reference."""
 
     store: StudyStore
-    models: dict = field(default_factory=dict)  # key -> loaded Keras classifier
+    models: LazyModels = field(default_factory=LazyModels)  # key -> Keras classifier (read on first use, see load)
     sizes: dict = field(default_factory=dict)  # key -> input size
     broken: dict = field(default_factory=dict)  # key -> one-line reason it could not be loaded
     thresholds: dict = field(default_factory=dict)  # key -> decision threshold on P(ALL)
@@ -88,7 +90,8 @@ class Predictor:
     config_hashes: dict = field(default_factory=dict)  # key -> the model's config hash (its metrics.json)
     synthetic: bool = False  # the study was trained on synthetic (generated) data
     _indexes: dict = field(default_factory=dict)  # key -> neighbours.FeatureIndex, or why there is none
-    _passes: dict = field(default_factory=dict)  # key -> explain.GradcamPass giving (map, scores, [pooled])
+    _passes: dict = field(default_factory=dict)  # key -> GradcamPass / compiled.SavedPass: (map, scores, [pooled])
+    _unsaved: dict = field(default_factory=dict)  # key -> the compiled-pass cache key of a fresh pass, or None
     _explainers: dict = field(default_factory=dict)
 
     @classmethod
@@ -103,18 +106,22 @@ class Predictor:
             if not store.model_complete(key):
                 p.broken[key] = f"{key}: results incomplete; rerun the study's train command to rebuild it"
                 continue
-            try:
-                model = load_classifier(store.model_file(key, "model.keras"))
-                gradcam_pass = GradcamPass(model, get_spec(key).gradcam_layer, extra_layers=[HEAD_POOL])
+            model_file = store.model_file(key, "model.keras")
+            try:  # (the pass from this machine's cache when it has one: compiled.py; then the model stays on disk)
+                model, gradcam_pass, p._unsaved[key] = load_pass(model_file, get_spec(key).gradcam_layer,
+                                                                 [HEAD_POOL], load_classifier)
             except Exception as e:  # a truncated or hostile file must not take the others down
                 p.broken[key] = (
                     f"{key}: model file cannot be loaded ({type(e).__name__}); rerun the study's train command"
                 )
                 continue
             metrics = store.read_metrics(key)
-            p.models[key] = model
+            if model is None:
+                p.models.defer(key, lambda f=model_file: load_classifier(f))
+            else:
+                p.models[key] = model
             p._passes[key] = gradcam_pass
-            p.sizes[key] = int(model.input_shape[1])
+            p.sizes[key] = gradcam_pass.size if model is None else int(model.input_shape[1])
             p.thresholds[key] = float(metrics.get("threshold", 0.5))
             p.config_hashes[key] = str(metrics.get("config_hash", ""))
             ref = store.read_feature_reference(key)
@@ -154,7 +161,10 @@ class Predictor:
     def explainer(self, key: str) -> Explainer:
         """The model's Explainer, built on first use and kept; its Grad-CAM is the pass the predictions run."""
         if key not in self._explainers:
-            self._explainers[key] = Explainer.for_model(self.models[key], key, self._passes.get(key))
+            gradcam_pass = self._passes.get(key)
+            self._explainers[key] = (
+                SavedExplainer(gradcam_pass, get_spec(key).preprocess, lambda: self.models[key])
+                if isinstance(gradcam_pass, SavedPass) else Explainer.for_model(self.models[key], key, gradcam_pass))
         return self._explainers[key]
 
     def explain_cells(self, results: list[Classification], cam: str, target: str = "predicted") -> list[dict]:
@@ -272,9 +282,22 @@ class Predictor:
         if key not in self.models:
             return f"{key} is not a loaded model of this study"
         if key not in self._indexes:
-            self._indexes[key] = load_index(self.store, key, self.models[key])
+            gradcam_pass = self._passes[key]
+            fingerprint = gradcam_pass.fingerprint if isinstance(gradcam_pass, SavedPass) else None
+            self._indexes[key] = load_index(self.store, key, fingerprint or base_fingerprint(self.models[key]),
+                                            self.sizes[key])
         index = self._indexes[key]
         return index.nearest(features, k) if isinstance(index, FeatureIndex) else index
+
+    def save_compiled(self) -> int:
+        """Cache each pass traced in this process that this machine's cache lacks (compiled.py), so that the next
+        process loads it faster; returns how many were saved. Never raises (a failure is one log line)."""
+        saved = 0
+        for key, cache_key in list(self._unsaved.items()):
+            if cache_key and key in self._passes and self.models.loaded(key):
+                saved += save(self._passes[key], self.models[key], cache_key, get_spec(key).gradcam_layer)
+            self._unsaved.pop(key, None)
+        return saved
 
     def ood_check(self, img: Image.Image, feats: dict[str, np.ndarray]) -> dict:
         """{"warning": bool, "reasons": [...], "far_models": [...]}: ood.ood_check with this study's references."""
@@ -315,40 +338,3 @@ def results_frame(results: list[dict], provenance: dict | None = None) -> pd.Dat
         row["error"] = r.get("error", "")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def uncertainty_words(ensemble: float, votes: int, n: int, threshold: float = 0.5) -> str:
-    """The uncertainty of a call, spelled out for a person."""
-    margin = abs(ensemble - threshold)
-    if margin < 0.1:
-        words = "uncertain: the ensemble probability is close to the decision threshold"
-    elif margin < 0.25:
-        words = "moderately confident"
-    else:
-        words = "confident"
-    if votes < n:
-        words += f"; the models disagree ({n - votes} of {n} say otherwise)"
-    return words
-
-
-def summarise(
-    file: str, preds: dict[str, float], broken: dict | None = None, thresholds: dict | None = None,
-    ensemble_threshold: float = 0.5,
-) -> dict:
-    """Ensemble (mean P(ALL)), label, agreement and uncertainty in words, from per-model probabilities."""
-    thresholds = thresholds or {}
-    ensemble = float(np.mean(list(preds.values())))
-    label = "ALL" if ensemble >= ensemble_threshold else "HEM"
-    votes = sum((p >= thresholds.get(k, 0.5)) == (label == "ALL") for k, p in preds.items())
-    out = {
-        "file": file,
-        "predictions": {k: round(v, 6) for k, v in preds.items()},
-        "ensemble": round(ensemble, 6),
-        "label": label,
-        "agreement": f"{votes} of {len(preds)} models: {label}",
-        "confidence": round(max(ensemble, 1 - ensemble), 6),
-        "uncertainty": uncertainty_words(ensemble, votes, len(preds), ensemble_threshold),
-    }
-    if broken:
-        out["unavailable"] = dict(broken)
-    return out

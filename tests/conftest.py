@@ -17,6 +17,9 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The machine-local cache of compiled passes (cnmc_core/compiled.py) is off for the tests, which must not write to
+# the user's ~/.cache; tests/test_compiled.py turns it on in a folder of its own.
+os.environ["CNMC_COMPILED_CACHE"] = "off"
 
 ROOT = Path(__file__).resolve().parents[1]
 

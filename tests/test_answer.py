@@ -205,16 +205,19 @@ def test_reference_cells_are_the_truly_nearest_cached_training_cells(predictor, 
 
 
 def test_without_the_cached_training_features_the_reference_cells_say_why(predictor, tiny_study, tmp_path):
+    from cnmc_core.models import base_fingerprint
     from cnmc_core.neighbours import load_index
     from cnmc_core.store import StudyStore
 
     root, study = tiny_study
     shutil.copytree(root / study, tmp_path / study)  # the study alone, as handed over: no .cache/ beside it
-    reason = load_index(StudyStore(tmp_path, study), "vgg16", predictor.models["vgg16"])
+    reason = load_index(StudyStore(tmp_path, study), "vgg16", base_fingerprint(predictor.models["vgg16"]),
+                        predictor.sizes["vgg16"])
     assert isinstance(reason, str) and reason.startswith("the cached training features of vgg16 are not available")
 
 
 def test_a_shared_study_cannot_point_the_reference_cells_outside_the_cache(predictor, tiny_study, tmp_path):
+    from cnmc_core.models import base_fingerprint
     from cnmc_core.neighbours import load_index
     from cnmc_core.store import StudyStore
 
@@ -223,7 +226,8 @@ def test_a_shared_study_cannot_point_the_reference_cells_outside_the_cache(predi
     split = pd.read_csv(tmp_path / study / "split.csv", dtype=str, keep_default_na=False)
     split["sha1"] = "../../../../etc/passwd"  # a hostile split.csv: "checksums" that are paths
     split.to_csv(tmp_path / study / "split.csv", index=False)
-    reason = load_index(StudyStore(tmp_path, study), "vgg16", predictor.models["vgg16"])
+    reason = load_index(StudyStore(tmp_path, study), "vgg16", base_fingerprint(predictor.models["vgg16"]),
+                        predictor.sizes["vgg16"])
     assert reason == "the study's split lists no training cells with their checksums"
 
 
