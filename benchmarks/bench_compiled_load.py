@@ -1,4 +1,4 @@
-"""What a saved compiled pass would save at the dashboard's model load (issue 16, a measurement, not a feature).
+"""What a saved compiled pass saves at the dashboard's model load (issue 16; cnmc_core/compiled.py).
 
     python benchmarks/bench_compiled_load.py [--artifacts DIR] [--study demo] [--runs 2] [--out DIR]
 
@@ -15,8 +15,9 @@ Both processes import TensorFlow first (not counted). Before the runs, this proc
 input in both, and the largest differences of the maps and the scores between the two are printed: 0 means the
 saved pass gives exactly the same answers.
 
-Not wired into the dashboard: a saved pass is an executable TensorFlow graph, so it may only ever be read from a
-machine-local cache written by this program from a model it loaded itself, never from a (shared, untrusted) study.
+The dashboard now does this itself (cnmc_core/compiled.py): it saves each pass in a machine-local cache after its
+first warm-up, never in a study, since a saved pass is an executable TensorFlow graph. This script measures the
+two ways apart from the dashboard, in a folder of its own.
 """
 
 from __future__ import annotations
