@@ -6,10 +6,11 @@ needs it (Grad-CAM++ and Score-CAM, which tf-keras-vis computes on the Keras mod
 
 Trust. A SavedModel is an executable TensorFlow graph, so an entry is only ever read from this machine's cache
 (`cache_root()`: $CNMC_COMPILED_CACHE, else $XDG_CACHE_HOME/cnmc_core/compiled, else ~/.cache/cnmc_core/compiled;
-made readable by its owner only), written by this program from a classifier it loaded itself in Keras's safe mode,
-and found under the sha256 of the bytes of the `model.keras` it was loaded from (with TensorFlow's and Keras's
-versions and the layers read): a study, shared or not, can neither place an entry nor make one answer for another
-file. Nothing is ever read from or written to a study folder. `CNMC_COMPILED_CACHE=off` turns the cache off.
+made by this user, who alone may enter it; a folder others can write to, such as /tmp, is never used), written by
+this program from a classifier it loaded itself in Keras's safe mode, and found under the sha256 of the bytes of the
+`model.keras` it was loaded from (with TensorFlow's and Keras's versions and the layers read): a study, shared or
+not, can neither place an entry nor make one answer for another file. Nothing is ever read from or written to a
+study folder. `CNMC_COMPILED_CACHE=off` turns the cache off.
 
 An entry that cannot be loaded (cut short, made by another version) is deleted with one log line and the model
 loads the ordinary way. The cache holds at most MAX_BYTES: after each save the least recently used entries go.
@@ -52,6 +53,16 @@ def cache_root() -> Path | None:
     if value:
         return Path(value).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "cnmc_core" / "compiled"
+
+
+def _private(root: Path) -> bool:
+    """The cache folder is this user's and no one else may write in it: else an entry could be planted there (a
+    folder such as /tmp), and the cache is neither read nor written."""
+    st = root.stat()
+    if st.st_uid == os.getuid() and not st.st_mode & 0o022:
+        return True
+    log.warning("compiled-pass cache %s not used: it must be a folder of this user that others cannot write to", root)
+    return False
 
 
 def _file_state(path: Path) -> tuple:
@@ -114,6 +125,8 @@ def load(model_file: Path, layer: str, extra: Sequence[str]) -> tuple[SavedPass 
         key = entry_key(model_file, layer, extra)
     except OSError:
         return None, None  # (the ordinary load says what is wrong with the file)
+    if root.is_dir() and not _private(root):
+        return None, None
     entry = root / key
     if not (entry / "meta.json").is_file():
         return None, key
@@ -143,8 +156,10 @@ def save(gradcam_pass: GradcamPass, classifier, key: str, layer: str) -> bool:
     try:
         import tensorflow as tf
 
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(root, 0o700)  # its owner's only: an entry is a graph that runs
+        if not root.is_dir():
+            root.mkdir(parents=True, mode=0o700)  # its owner's only: an entry is a graph that runs
+        if not _private(root):
+            return False
         module = tf.Module()
         module.run = gradcam_pass.function
         module.variables_kept = list(classifier.weights)

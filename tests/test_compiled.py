@@ -123,6 +123,27 @@ def test_a_broken_entry_is_removed_and_the_model_loads_from_disk(tiny_study, cac
     assert again.classify(cell).result == first.classify(cell).result
 
 
+def test_a_folder_others_can_write_to_is_never_used(tiny_study, tmp_path, monkeypatch):
+    from cnmc_core.models import HEAD_POOL, load_classifier
+    from cnmc_core.registry import get_spec
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # as /tmp is: anyone could plant an entry under the right name
+    monkeypatch.setenv(compiled.ENV, str(shared))
+    model_file = StudyStore(*tiny_study).model_file("vgg16", "model.keras")
+    layer = get_spec("vgg16").gradcam_layer
+    model, gradcam_pass, key = compiled.load_pass(model_file, layer, [HEAD_POOL], load_classifier)
+    assert key is None  # nothing will be saved there
+    planted = shared / compiled.entry_key(model_file, layer, [HEAD_POOL])
+    planted.mkdir()
+    (planted / "meta.json").write_text("{}")
+    assert compiled.load(model_file, layer, [HEAD_POOL]) == (None, None)  # nor read from there
+    assert not compiled.save(gradcam_pass, model, "0" * 64, layer)
+    assert sorted(p.name for p in shared.iterdir()) == [planted.name]
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o777  # and its permissions are not touched
+
+
 def test_off_caches_nothing(tiny_study, tmp_path, monkeypatch):
     from cnmc_core.predict import Predictor
 
