@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cnmc_core import compiled  # noqa: E402
+
 
 def timed(fn, *args) -> tuple[float, object]:
     """(seconds, fn(*args))."""
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_up_only:
         print(json.dumps({"seconds": warm_up_seconds(args.artifacts, args.study, args.warm_up_only)}))
         return 0
-    print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the start")
+    print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the start; compiled-pass cache "
+          f"(the new path loads from it): {compiled.cache_root() or 'off'}")
     cold = cold_warm_ups(args, args.cold) if args.cold > 0 else None
 
     import numpy as np

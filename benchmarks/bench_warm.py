@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import load_users  # noqa: E402
+from cnmc_core import compiled  # noqa: E402
 from tests.helpers import CHROMIUM, browser, wait_rendered  # noqa: E402
 
 OVERVIEW_SLACK = 0.10  # the background load may slow the Overview's first drawing by at most 10%
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {CHROMIUM} is missing; install it with `apt-get install -y chromium`", file=sys.stderr)
         return 2
     print(f"artifacts {args.artifacts}, study {args.study}, {os.cpu_count()} CPU cores, "
-          f"load average {os.getloadavg()[0]:.1f} at the start")
+          f"load average {os.getloadavg()[0]:.1f} at the start; compiled-pass cache (the servers load from it): "
+          f"{compiled.cache_root() or 'off'}")
     ok = True
     if "overview" in parts:
         times: dict[bool, list[float]] = {True: [], False: []}
