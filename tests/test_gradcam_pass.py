@@ -40,9 +40,9 @@ def test_the_page_draws_predictions_then_heatmaps_read_from_their_pass(tiny_stud
         x = preprocess(resize_frame(frame, predictor.sizes[key])[None], MODELS[key].preprocess)
         assert cell.result["predictions"][key] == pytest.approx(float(p_all(clf.predict_on_batch(x))[0]), abs=1e-6)
 
-    runs, real = [], {key: gradcam_pass._run for key, gradcam_pass in predictor._passes.items()}
+    runs, real = [], {key: gradcam_pass.function for key, gradcam_pass in predictor._passes.items()}
     for key, gradcam_pass in predictor._passes.items():
-        monkeypatch.setattr(gradcam_pass, "_run", lambda x, key=key: runs.append(key) or real[key](x))
+        monkeypatch.setattr(gradcam_pass, "function", lambda x, key=key: runs.append(key) or real[key](x))
     maps = classify.explain_upload(predictor, result, "gradcam")  # the heatmaps, after
     assert runs == []  # no model ran again
     assert list(maps[0]) == list(predictor.models)

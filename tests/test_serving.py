@@ -145,6 +145,10 @@ class _FakePredictor:
     def classify_prepared(self, content, name):
         self.classified += 1
 
+    def save_compiled(self):  # (after the load: the passes into this machine's cache; nothing to save here)
+        self.saved = True
+        return 0
+
 
 def test_the_background_load_runs_once_starts_when_wanted_and_warms_every_model(monkeypatch):
     calls, release = [], threading.Event()
@@ -177,6 +181,10 @@ def test_the_background_load_runs_once_starts_when_wanted_and_warms_every_model(
     assert {m for _, m, _ in p.explained} == {classify.WARM_CAM}
     assert first.stage == "ready" and first.ready == first.total == 2 and len(calls) == 1
     assert classify.models_line(first, 2).endswith("2 of 2 models ready.")
+    deadline = time.monotonic() + 5
+    while not getattr(p, "saved", False) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.saved  # once ready, the load hands its traced passes to this machine's cache (compiled.py)
 
 
 def test_a_failed_background_load_is_raised_to_every_page_that_asks(monkeypatch):
