@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .disk import write_json
+from .disk import remove_stale_temp_files, write_json
 from .explain import Explainer, GradcamPass, gradcam_layer
 from .models import base_fingerprint
 
@@ -152,7 +152,7 @@ def save(gradcam_pass: GradcamPass, classifier, key: str, layer: str) -> bool:
     entry = root / key
     if (entry / "meta.json").is_file():
         return True
-    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp = root / f".{key[:16]}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # (disk.TEMP_RE: a killed save's is removed)
     try:
         import tensorflow as tf
 
@@ -160,6 +160,7 @@ def save(gradcam_pass: GradcamPass, classifier, key: str, layer: str) -> bool:
             root.mkdir(parents=True, mode=0o700)  # its owner's only: an entry is a graph that runs
         if not _private(root):
             return False
+        remove_stale_temp_files(root)  # what saves killed midway left (an entry is hundreds of MB)
         module = tf.Module()
         module.run = gradcam_pass.function
         module.variables_kept = list(classifier.weights)
@@ -183,8 +184,8 @@ def evict(root: Path, limit: int) -> list[str]:
     `limit` bytes; returns the keys removed."""
     entries = []
     for entry in root.iterdir():
-        if entry.name.startswith(".tmp-"):
-            continue  # (a save in progress, or interrupted: removed by the next save of the same process or left)
+        if entry.name.startswith("."):
+            continue  # (a save in progress; one a killed process left is removed by the next save)
         size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
         entries.append((entry.stat().st_mtime, size, entry))
     total, removed = sum(size for _, size, _ in entries), []

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -166,12 +167,16 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(folder: Path) -> int:
-    """Delete temp files (`TEMP_RE`: `.<name>.<pid>.<random>.tmp*`) left by processes that no longer run."""
+    """Delete temp files and folders (`TEMP_RE`: `.<name>.<pid>.<random>.tmp*`) left by processes that no longer
+    run."""
     removed = 0
-    for p in folder.rglob(".*.tmp*") if folder.is_dir() else []:
+    for p in sorted(folder.rglob(".*.tmp*")) if folder.is_dir() else []:  # (a list: folders go while it is read)
         match = TEMP_RE.fullmatch(p.name)
         if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
-            p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed += 1
     return removed
 

@@ -42,7 +42,12 @@ def test_a_cached_pass_answers_as_the_model_did_and_leaves_the_model_on_disk(tin
     first = Predictor.load(store)
     assert all(isinstance(p, GradcamPass) for p in first._passes.values())
     one = first.classify(cell)
+    cache.mkdir(mode=0o700)
+    killed = cache / f".{'0' * 16}.999999999.0badf00d.tmp"  # a save whose process was killed midway
+    (killed / "saved").mkdir(parents=True)
+    (killed / "saved" / "variables.data").write_bytes(b"x" * 1000)
     assert first.save_compiled() == len(first.models) == 2
+    assert not killed.exists()  # removed by the next save
     assert first.save_compiled() == 0  # each pass once
     entries = sorted(p for p in cache.iterdir())
     assert len(entries) == 2 and all((e / "meta.json").is_file() for e in entries)
@@ -164,7 +169,8 @@ def test_the_least_recently_used_entries_go_first(tmp_path, limit, kept):
         (entry / "saved" / "variables.data").write_bytes(b"x" * 1000)
         (entry / "meta.json").write_text("{}")
         os.utime(entry, (1_000_000 - age * 100, 1_000_000 - age * 100))
-    (tmp_path / ".tmp-inprogress").mkdir()  # a save in progress is never taken
+    in_progress = f".{'1' * 16}.{os.getpid()}.0123abcd.tmp"
+    (tmp_path / in_progress).mkdir()  # a save in progress is never taken
     removed = compiled.evict(tmp_path, limit)
-    assert {p.name for p in tmp_path.iterdir()} == kept | {".tmp-inprogress"}
+    assert {p.name for p in tmp_path.iterdir()} == kept | {in_progress}
     assert set(removed) == {"new", "mid", "old"} - kept
