@@ -44,17 +44,42 @@ def _loopback_only(route) -> None:
         route.abort()
 
 
+VISITED: set[str] = set()  # the pages this module has opened (the last test visits the others)
+
+
 def visit(page, path: str) -> None:
     page.goto(f"/{path}")
     wait_rendered(page)
+    VISITED.add(path.split("?")[0])
+
+
+# Violations axe-core finds inside Streamlit's own widgets (not the project's content): rule id -> why it is
+# accepted. Each is listed in docs/dashboard.md with the Streamlit version. Empty: none on Streamlit 1.67.0.
+STREAMLIT_OWN: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def axe():
+    from axe_playwright_python.sync_playwright import Axe
+
+    return Axe()
 
 
 @pytest.mark.parametrize("path", list(PAGE_TITLES))
-def test_every_page_draws_without_an_exception(page, path):
+def test_every_page_draws_without_an_exception_or_a_serious_accessibility_violation(page, axe, path):
     visit(page, path)
     assert page.locator("h1").first.inner_text().strip() == PAGE_TITLES[path]
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "Synthetic demo data" in page.locator('[data-testid="stMain"]').inner_text()
+    # axe-core (bundled by axe-playwright-python: no CDN) on the page as first opened, on the same visit (each
+    # visit costs seconds: one walk over the pages serves both checks).
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    assert nav.get_by_role("link", name=PAGE_TITLES[path], exact=True).count() == 1  # the icon is not read out
+    violations = axe.run(page, options={"resultTypes": ["violations"]}).response["violations"]
+    print(path or "overview", [(v["impact"], v["id"]) for v in violations])  # shown with -s
+    serious = [f"{v['id']} ({v['impact']}): {[n['html'][:80] for n in v['nodes'][:2]]}" for v in violations
+               if v["impact"] in ("critical", "serious") and v["id"] not in STREAMLIT_OWN]
+    assert not serious, serious
 
 
 def test_a_shared_link_opens_its_page_without_a_not_found_dialog(page):
@@ -293,32 +318,11 @@ def test_a_view_set_on_three_pages_opens_the_same_from_a_link(page):
         other.context.close()
 
 
-# Violations axe-core finds inside Streamlit's own widgets (not the project's content): rule id -> why it is
-# accepted. Each is listed in docs/dashboard.md with the Streamlit version. Empty: none on Streamlit 1.67.0.
-STREAMLIT_OWN: dict[str, str] = {}
-
-
-def test_no_page_has_a_critical_or_serious_accessibility_violation(page):
-    """axe-core (bundled by axe-playwright-python: no CDN) on every page, as first opened."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    axe, found = Axe(), {}
-    for path, title in PAGE_TITLES.items():
-        visit(page, path)
-        nav = page.locator('[data-testid="stSidebarNav"]')
-        assert nav.get_by_role("link", name=title, exact=True).count() == 1  # the icon is not read out
-        result = axe.run(page, options={"resultTypes": ["violations"]})
-        print(path or "overview", [(v["impact"], v["id"]) for v in result.response["violations"]])  # shown with -s
-        for v in result.response["violations"]:
-            if v["impact"] in ("critical", "serious") and v["id"] not in STREAMLIT_OWN:
-                found.setdefault(path or "overview", []).append(
-                    f"{v['id']} ({v['impact']}): {[n['html'][:80] for n in v['nodes'][:2]]}")
-    assert not found, found
-
-
 def test_no_page_asked_for_anything_beyond_this_machine(page):
     """Runs last: every page above was visited and a cell uploaded; no request left 127.0.0.1 (icons and fonts
     are served by the app itself)."""
     for path in PAGE_TITLES:
-        visit(page, path)
+        if path not in VISITED:  # (all of them when the module runs whole)
+            visit(page, path)
+    assert VISITED >= set(PAGE_TITLES)
     assert OUTSIDE == [], f"requests beyond this machine: {sorted(set(OUTSIDE))}"

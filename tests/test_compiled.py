@@ -30,25 +30,39 @@ def cache(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def test_a_cached_pass_answers_as_the_model_did_and_leaves_the_model_on_disk(tiny_study, cache):
+@pytest.fixture(scope="module")
+def filled(tiny_study, tmp_path_factory):
+    """The tiny study's Predictor loaded the ordinary way, one classification, and the cache it then filled (a save
+    killed midway planted first): shared, since each load and save costs tens of seconds here."""
+    from cnmc_core.predict import Predictor
+
+    folder = tmp_path_factory.mktemp("filled") / "compiled"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(compiled.ENV, str(folder))
+        store = StudyStore(*tiny_study)
+        study_before = _files(store.dir)
+        first = Predictor.load(store)
+        one = first.classify(a_cell_file(*tiny_study))
+        folder.mkdir(mode=0o700)
+        killed = folder / f".{'0' * 16}.999999999.0badf00d.tmp"  # a save whose process was killed midway
+        (killed / "saved").mkdir(parents=True)
+        (killed / "saved" / "variables.data").write_bytes(b"x" * 1000)
+        saves = [first.save_compiled(), first.save_compiled()]
+        yield {"first": first, "one": one, "folder": folder, "killed": killed, "saves": saves,
+               "study_before": study_before}
+
+
+def test_a_cached_pass_answers_as_the_model_did_and_leaves_the_model_on_disk(tiny_study, filled, monkeypatch):
     from cnmc_core.explain import GradcamPass
     from cnmc_core.predict import Predictor
 
     root, name = tiny_study
     store = StudyStore(root, name)
-    study_before = _files(store.dir)
-    cell = a_cell_file(root, name)
-
-    first = Predictor.load(store)
+    cache, first, one = filled["folder"], filled["first"], filled["one"]
+    monkeypatch.setenv(compiled.ENV, str(cache))
     assert all(isinstance(p, GradcamPass) for p in first._passes.values())
-    one = first.classify(cell)
-    cache.mkdir(mode=0o700)
-    killed = cache / f".{'0' * 16}.999999999.0badf00d.tmp"  # a save whose process was killed midway
-    (killed / "saved").mkdir(parents=True)
-    (killed / "saved" / "variables.data").write_bytes(b"x" * 1000)
-    assert first.save_compiled() == len(first.models) == 2
-    assert not killed.exists()  # removed by the next save
-    assert first.save_compiled() == 0  # each pass once
+    assert filled["saves"] == [len(first.models), 0] == [2, 0]  # each pass once
+    assert not filled["killed"].exists()  # removed by the next save
     entries = sorted(p for p in cache.iterdir())
     assert len(entries) == 2 and all((e / "meta.json").is_file() for e in entries)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700  # the owner's only: an entry is a graph that runs
@@ -57,7 +71,7 @@ def test_a_cached_pass_answers_as_the_model_did_and_leaves_the_model_on_disk(tin
     assert all(isinstance(p, compiled.SavedPass) for p in second._passes.values())
     assert not any(second.models.loaded(k) for k in second.models)  # no Keras model read from disk
     assert second.sizes == first.sizes
-    two = second.classify(cell)
+    two = second.classify(a_cell_file(root, name))
     assert two.result == one.result  # every P(ALL), the ensemble, the label, the out-of-distribution check
     for key in first.models:
         assert np.array_equal(two.gradcam[key], one.gradcam[key])
@@ -73,7 +87,7 @@ def test_a_cached_pass_answers_as_the_model_did_and_leaves_the_model_on_disk(tin
     for key in first.models:
         np.testing.assert_allclose(plus_two[key].heatmap, plus_one[key].heatmap, atol=1e-6)
     assert second.save_compiled() == 0  # nothing new to save
-    assert _files(store.dir) == study_before  # nothing written to the study
+    assert _files(store.dir) == filled["study_before"]  # nothing written to the study
 
 
 def test_an_entry_answers_only_for_the_bytes_it_was_made_from(tiny_study, cache, tmp_path, monkeypatch):
@@ -108,14 +122,15 @@ def test_an_entry_answers_only_for_the_bytes_it_was_made_from(tiny_study, cache,
     assert model is not None and key is None
 
 
-def test_a_broken_entry_is_removed_and_the_model_loads_from_disk(tiny_study, cache, caplog):
+def test_a_broken_entry_is_removed_and_the_model_loads_from_disk(tiny_study, filled, tmp_path, monkeypatch, caplog):
     from cnmc_core.explain import GradcamPass
     from cnmc_core.predict import Predictor
 
     root, name = tiny_study
     store = StudyStore(root, name)
-    first = Predictor.load(store)
-    assert first.save_compiled() == 2
+    cache, first = tmp_path / "compiled", filled["first"]
+    shutil.copytree(filled["folder"], cache)  # the filled cache, a copy of its own to break
+    monkeypatch.setenv(compiled.ENV, str(cache))
     entry = next(e for e in cache.iterdir() if (e / "saved" / "saved_model.pb").is_file())
     (entry / "saved" / "saved_model.pb").write_bytes(b"not a graph")
     with caplog.at_level(logging.WARNING, logger="cnmc_core.compiled"):
@@ -124,8 +139,7 @@ def test_a_broken_entry_is_removed_and_the_model_loads_from_disk(tiny_study, cac
     assert sum(isinstance(p, GradcamPass) for p in again._passes.values()) == 1  # that one the ordinary way
     assert not entry.exists()
     assert any("could not be read" in r.getMessage() and "removed" in r.getMessage() for r in caplog.records)
-    cell = a_cell_file(root, name)
-    assert again.classify(cell).result == first.classify(cell).result
+    assert again.classify(a_cell_file(root, name)).result == filled["one"].result
 
 
 def test_a_folder_others_can_write_to_is_never_used(tiny_study, tmp_path, monkeypatch):
