@@ -7,17 +7,19 @@ The Classify page's background load reads each model's `model.keras` and then tr
 can be answered. The alternative measured here: the pass saved once as a TensorFlow SavedModel (the traced function
 and the model's weights, no Keras objects), and loaded with `tf.saved_model.load`, whose first call needs no trace.
 
-Each run starts two fresh processes, alternated (the machine is shared: a busy moment slows both alike):
-- keras: `models.load_classifier` + `GradcamPass` + its first call, per model (what the dashboard does today);
-- saved: `tf.saved_model.load` + its first call, per model.
-Both processes import TensorFlow first (not counted). Before the runs, this process saves each pass under `--out`
-(default: a temporary folder, removed at the end; the save time is printed). The first call is on the same random
-input in both, and the largest differences of the maps and the scores between the two are printed: 0 means the
-saved pass gives exactly the same answers.
+Each run starts two fresh processes, alternated (the machine is shared: a busy moment slows both alike), each calling
+`compiled.load_pass` for every model, as the Predictor does, and then the pass once:
+- keras: with the cache off: `models.load_classifier` + `GradcamPass` + its first call, which traces;
+- saved: with the cache filled: the entry found by the sha256 of the model file + `tf.saved_model.load` + its first
+  call (the hash is counted).
+Both processes import TensorFlow first (not counted). Before the runs, this process fills the cache `--out`/cache
+with `compiled.save` (default: a temporary folder, removed at the end; the save time is printed). The first call is
+on the same random input in both, and the largest differences of the maps and the scores between the two are
+printed: 0 means the saved pass gives exactly the same answers.
 
-The dashboard now does this itself (cnmc_core/compiled.py): it saves each pass in a machine-local cache after its
-first warm-up, never in a study, since a saved pass is an executable TensorFlow graph. This script measures the
-two ways apart from the dashboard, in a folder of its own.
+The dashboard does this itself (cnmc_core/compiled.py): it saves each pass in a machine-local cache after its first
+warm-up, never in a study, since a saved pass is an executable TensorFlow graph. This script measures the same code
+apart from the dashboard, in a cache folder of its own.
 """
 
 from __future__ import annotations
@@ -39,31 +41,28 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 import tensorflow as tf
 mode, study_dir, out = sys.argv[2], sys.argv[3], sys.argv[4]
 keys = sys.argv[5].split(",")
+os.environ["CNMC_COMPILED_CACHE"] = "off" if mode == "keras" else f"{out}/cache"
+from cnmc_core import compiled
+from cnmc_core.models import HEAD_POOL, load_classifier
+from cnmc_core.registry import get_spec
 rows = {}
-if mode == "keras":
-    from cnmc_core.explain import GradcamPass
-    from cnmc_core.models import HEAD_POOL, load_classifier
-    from cnmc_core.registry import get_spec
 for key in keys:
     x = np.load(f"{out}/{key}.x.npy")
     t0 = time.perf_counter()
-    if mode == "keras":
-        model = load_classifier(f"{study_dir}/models/{key}/model.keras")
-        run = GradcamPass(model, get_spec(key).gradcam_layer, extra_layers=[HEAD_POOL])
-        t1 = time.perf_counter()
-        cams, scores, _ = run(x)
-    else:
-        module = tf.saved_model.load(f"{out}/{key}")  # (kept: its variables live as long as it does)
-        run = module.run
-        t1 = time.perf_counter()
-        cams, scores, _ = run(x)
-        cams, scores = cams.numpy(), scores.numpy()
+    # What the Predictor calls for each model: the Keras model and its pass (cache off), or the cached pass.
+    classifier, run, _ = compiled.load_pass(Path(f"{study_dir}/models/{key}/model.keras"),
+                                            get_spec(key).gradcam_layer, [HEAD_POOL], load_classifier)
+    if (mode == "saved") != isinstance(run, compiled.SavedPass):
+        sys.exit(f"{key}: expected the {mode} pass, got {type(run).__name__}")
+    t1 = time.perf_counter()
+    cams, scores, _ = run(x)
     t2 = time.perf_counter()
     rows[key] = {"load": t1 - t0, "first_call": t2 - t1,
                  "cam_diff": float(np.abs(cams - np.load(f"{out}/{key}.cams.npy")).max()),
@@ -73,29 +72,31 @@ print(json.dumps(rows))
 
 
 def save_passes(study_dir: Path, keys: list[str], out: Path) -> dict[str, float]:
-    """Each model's pass saved under `out/key` (the traced function and the weights), with a random input and the
-    pass's answers on it (`out/key.*.npy`); returns the seconds each save took."""
+    """Each model's pass saved with `compiled.save` in the cache `out/cache` (what the dashboard does once its models
+    are ready), with a random input and the Keras pass's answers on it (`out/key.*.npy`); returns the seconds each
+    save took."""
     import numpy as np
-    import tensorflow as tf
 
-    from cnmc_core.explain import GradcamPass
+    from cnmc_core import compiled
     from cnmc_core.models import HEAD_POOL, load_classifier
     from cnmc_core.registry import get_spec
 
+    os.environ[compiled.ENV] = str(out / "cache")
     seconds = {}
     for i, key in enumerate(keys):
-        model = load_classifier(study_dir / "models" / key / "model.keras")
-        gradcam_pass = GradcamPass(model, get_spec(key).gradcam_layer, extra_layers=[HEAD_POOL])
+        layer = get_spec(key).gradcam_layer
+        model, gradcam_pass, entry = compiled.load_pass(study_dir / "models" / key / "model.keras", layer,
+                                                        [HEAD_POOL], load_classifier)
+        if model is None or entry is None:
+            raise SystemExit(f"error: {key}: the cache under {out / 'cache'} already holds it or cannot be written")
         size = int(model.input_shape[1])
         x = np.random.default_rng(i).normal(size=(1, size, size, 3)).astype(np.float32)
         cams, scores, _ = gradcam_pass(x)
         for name, array in (("x", x), ("cams", cams), ("scores", scores)):
             np.save(out / f"{key}.{name}.npy", array)
-        module = tf.Module()
-        module.run = gradcam_pass.function  # (the traced tf.function; its variables are the model's weights)
-        module.vars = list(model.weights)  # (tracked: the function captures them)
         start = time.perf_counter()
-        tf.saved_model.save(module, str(out / key))
+        if not compiled.save(gradcam_pass, model, entry, layer):
+            raise SystemExit(f"error: {key}: the pass could not be saved under {out / 'cache'} (see the log line)")
         seconds[key] = time.perf_counter() - start
     return seconds
 
@@ -123,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     if not store.exists():
         ap.error(f"no study {args.study!r} under {args.artifacts}: make one with `python -m cnmc_core demo`")
     keys = [k for k in store.read_study().get("models", []) if store.model_complete(k)]
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cnmc_compiled_"))
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cnmc_compiled_"))  # (made 0700)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "cache").exists():
+        ap.error(f"{out / 'cache'} exists: give an --out folder without a cache in it")
     try:
         print(f"load average {os.getloadavg()[0]:.1f}; saving {len(keys)} passes under {out} ...", flush=True)
         saves = save_passes(store.dir, keys, out)
