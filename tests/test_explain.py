@@ -19,7 +19,7 @@ from cnmc_core.store import StudyStore
 from cnmc_core.study import build_study_explanations
 
 from .conftest import TINY_MODELS, TINY_SIZE
-from .helpers import cli, disc_image, explainer_inputs
+from .helpers import cli, cli_here, disc_image, explainer_inputs
 
 
 def cell_detector():
@@ -328,7 +328,7 @@ def test_explain_command_bad_arguments_give_one_error_line(args, needle, tmp_pat
     full = ["explain", "--study", "s", "--artifacts", tmp_path, image, *args]
     if "--out" not in args:
         full += ["--out", tmp_path / "o.png"]
-    r = cli(*full)
+    r = cli_here(*full)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr

@@ -23,7 +23,7 @@ from cnmc_core.images import load_for_model, preprocess
 from cnmc_core.models import HEAD_DENSE, base_fingerprint, build_classifier, feature_model, p_all
 from cnmc_core.registry import MODELS
 
-from .helpers import cli
+from .helpers import cli, cli_here
 
 
 @pytest.fixture
@@ -546,7 +546,7 @@ def test_ablate_runs_each_step_on_top_of_the_last_and_prints_one_table(demo_data
     ],
 )
 def test_ablate_bad_arguments_give_exit_2_and_one_error_line(args, needle, demo_data, tmp_path):
-    r = cli("ablate", "--data", demo_data, "--artifacts", tmp_path, "--weights", "none", *args)
+    r = cli_here("ablate", "--data", demo_data, "--artifacts", tmp_path, "--weights", "none", *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr

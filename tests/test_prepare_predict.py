@@ -15,7 +15,7 @@ from PIL import Image
 
 from cnmc_core import smears
 
-from .helpers import a_cell_file, cli, open_app, texts
+from .helpers import a_cell_file, cli, cli_here, open_app, texts
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_save_prepared_writes_each_cell_frame_as_the_models_saw_it(runs):
 
 def test_usage_errors_exit_2_before_any_model_loads(tiny_study, tmp_path):
     root, study = tiny_study
-    r = cli("predict", "--study", study, "--artifacts", root, "--um-per-px", "9", tmp_path / "x.png")
+    r = cli_here("predict", "--study", study, "--artifacts", root, "--um-per-px", "9", tmp_path / "x.png")
     assert r.returncode == 2 and r.stderr.startswith("error: --um-per-px")
 
 

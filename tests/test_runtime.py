@@ -21,7 +21,7 @@ from cnmc_core import runtime
 from cnmc_core.config import from_preset, model_config_hash
 
 from .conftest import ROOT
-from .helpers import cli
+from .helpers import cli_here
 
 SIZE = 75
 
@@ -121,7 +121,7 @@ def test_runtime_options_are_checked_and_only_precision_changes_the_results_hash
 
 
 def test_the_cli_refuses_an_unknown_precision_in_one_line(demo_data, tmp_path):
-    out = cli(
+    out = cli_here(
         "train", "--data", str(demo_data), "--artifacts", str(tmp_path), "--models", "vgg16", "--precision", "half"
     )
     assert out.returncode == 2
