@@ -22,6 +22,7 @@ from .analysis import analyse_study
 from .config import ablation_configs, from_preset
 from .dashboard.base import load_study
 from .dashboard.report import study_report
+from .dataset import find_root
 from .disk import write_bytes, write_json
 from .models import resolve_weights
 from .progress import ProgressEvent, raise_if_interrupted
@@ -117,6 +118,7 @@ def cmd_train(args) -> int:
         feature_batch_size=args.feature_batch_size, stopping=args.stopping, **_runtime_options(args),
     )
     _check_weight_files(config.models, config.weights)
+    find_root(args.data)  # a folder without C-NMC images is said before TensorFlow's import (seconds)
     return _run(args, args.data, config)
 
 
@@ -222,6 +224,7 @@ def cmd_ablate(args) -> int:
     for name in names:
         StudyStore(args.artifacts, name)  # a bad prefix fails before any training
     _check_weight_files(configs[0][1].models, args.weights)
+    find_root(args.data)  # (as train does)
     _import_tensorflow_quietly()
     started = time.perf_counter()
     rows = []

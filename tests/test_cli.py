@@ -151,9 +151,7 @@ def test_studies_lists_the_study_with_its_models(trained):
 def test_bad_arguments_give_exit_2_and_one_error_line(args, needle, demo_data, tmp_path):
     (tmp_path / "empty").mkdir()
     filled = [a.format(data=demo_data, empty=tmp_path / "empty") for a in args]
-    # In this process, but for the error found only once the study runs, after TensorFlow's import: its own process.
-    run = cli if needle == "no C-NMC images found" else cli_here
-    r = run(*filled, "--artifacts", tmp_path / "art") if args[0] == "train" else run(*filled)
+    r = cli_here(*filled, "--artifacts", tmp_path / "art") if args[0] == "train" else cli_here(*filled)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
