@@ -95,7 +95,10 @@ class Predictor:
     _explainers: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, store: StudyStore, keys: list[str] | None = None) -> Predictor:
+    def load(cls, store: StudyStore, keys: list[str] | None = None, each=None) -> Predictor:
+        """The study's models (`keys`, default all), each model's pass read from this machine's cache when it has one
+        (compiled.py). `each(predictor, key)`, when given, is called as each model is in place (the dashboard warms it
+        up meanwhile, in another thread)."""
         info = store.require().read_study()
         wanted = keys or [k for k in info.get("models", []) if k in MODELS]
         config = info.get("config", {})
@@ -127,6 +130,8 @@ class Predictor:
             ref = store.read_feature_reference(key)
             if ref is not None and str(ref.get("config_hash", "")) == str(metrics.get("config_hash", "")):
                 p.feature_references[key] = ref
+            if each is not None:
+                each(p, key)
         if not p.models:
             raise FileNotFoundError(f"study {store.name!r} has no usable model: " + "; ".join(p.broken.values()))
         if store.model_complete(ENSEMBLE):
@@ -288,6 +293,10 @@ class Predictor:
                                             self.sizes[key])
         index = self._indexes[key]
         return index.nearest(features, k) if isinstance(index, FeatureIndex) else index
+
+    def cached(self, key: str) -> bool:
+        """The model's pass was read from this machine's cache (compiled.py): its Keras model is still on disk."""
+        return isinstance(self._passes.get(key), SavedPass)
 
     def save_compiled(self) -> int:
         """Cache each pass traced in this process that this machine's cache lacks (compiled.py), so that the next

@@ -139,6 +139,9 @@ class _FakePredictor:
     def explainer(self, key):
         return type("E", (), {"explain": lambda _, frame, method: self.explained.append((key, method, frame.size))})()
 
+    def cached(self, key):  # (vgg16's pass as if from this machine's cache: warmed while the next model loads)
+        return key == "vgg16"
+
     def classify_image(self, frame, label):
         self.classified += 1
 
@@ -151,12 +154,19 @@ class _FakePredictor:
 
 
 def test_the_background_load_runs_once_starts_when_wanted_and_warms_every_model(monkeypatch):
-    calls, release = [], threading.Event()
+    calls, release, during = [], threading.Event(), []
 
-    def load(base, name):
+    def load(base, name, each=None):
         calls.append((base, name))
         release.wait(5)
-        return _FakePredictor()
+        predictor = _FakePredictor()
+        each(predictor, "vgg16")  # its pass from the cache: warmed while the load goes on
+        each(predictor, "efficientnet_b0")  # traced here: warmed after the load
+        deadline = time.monotonic() + 5
+        while not predictor.explained and time.monotonic() < deadline:
+            time.sleep(0.01)
+        during.append([k for k, _, _ in predictor.explained])
+        return predictor
 
     monkeypatch.setattr(classify, "load_predictor", load)
     monkeypatch.setattr(classify, "start_tensorflow", lambda: None)
@@ -177,6 +187,7 @@ def test_the_background_load_runs_once_starts_when_wanted_and_warms_every_model(
         t.join(5)
     assert len(got) == 4 and all(p is got[0] for p in got)
     p = got[0]
+    assert during == [["vgg16"]]  # the cached model's warm-up ran before the load was over, the other's did not
     assert [k for k, _, _ in p.explained] == ["vgg16", "efficientnet_b0"] and p.classified == 2
     assert {m for _, m, _ in p.explained} == {classify.WARM_CAM}
     assert first.stage == "ready" and first.ready == first.total == 2 and len(calls) == 1
@@ -188,7 +199,7 @@ def test_the_background_load_runs_once_starts_when_wanted_and_warms_every_model(
 
 
 def test_a_failed_background_load_is_raised_to_every_page_that_asks(monkeypatch):
-    def load(base, name):
+    def load(base, name, each=None):
         raise FileNotFoundError("study 'x' has no usable model: vgg16: results incomplete")
 
     monkeypatch.setattr(classify, "load_predictor", load)
@@ -206,7 +217,7 @@ def test_a_failed_warm_up_still_gives_the_loaded_models(monkeypatch):
         def classify_image(self, frame, label):
             raise RuntimeError("out of memory while tracing")
 
-    monkeypatch.setattr(classify, "load_predictor", lambda base, name: Cold())
+    monkeypatch.setattr(classify, "load_predictor", lambda base, name, each=None: Cold())
     monkeypatch.setattr(classify, "start_tensorflow", lambda: None)
     stamp = ("/nowhere", f"cold-{time.monotonic_ns()}")
     assert isinstance(classify.loaded_predictor(stamp), Cold)
@@ -214,7 +225,7 @@ def test_a_failed_warm_up_still_gives_the_loaded_models(monkeypatch):
 
 
 def test_only_the_newest_loads_are_kept(monkeypatch):
-    monkeypatch.setattr(classify, "load_predictor", lambda base, name: _FakePredictor())
+    monkeypatch.setattr(classify, "load_predictor", lambda base, name, each=None: _FakePredictor())
     monkeypatch.setattr(classify, "start_tensorflow", lambda: None)
     stamps = [("/nowhere", f"kept-{i}-{time.monotonic_ns()}") for i in range(classify.KEPT + 1)]
     for s in stamps:
@@ -241,7 +252,8 @@ def test_a_page_of_the_study_starts_the_load_and_classify_says_how_many_are_read
     monkeypatch.setenv("CNMC_WARM_MODELS", "1")
     loads = []
     real = classify.load_predictor
-    monkeypatch.setattr(classify, "load_predictor", lambda base, study: loads.append(study) or real(base, study))
+    monkeypatch.setattr(classify, "load_predictor",
+                        lambda base, study, each=None: loads.append(study) or real(base, study, each))
 
     at = open_app("overview")
     stamp = next(s for s in list(classify._LOADS) if s[0] == str(tmp_path))
