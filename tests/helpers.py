@@ -185,7 +185,7 @@ def cli(*args, env=None, check=False, timeout=900) -> subprocess.CompletedProces
 def cli_here(*args, env=None) -> subprocess.CompletedProcess:
     """`python -m cnmc_core ARGS` run in this process (`cli.main`), for commands that must stop at their arguments:
     the same exit status, stdout and stderr as `cli` gives (log lines included, as the command's own process writes
-    them to stderr), without a new Python process's 2-3 s of imports. A command that goes on to load models or train
+    them to stderr), without a new Python process's 2 s of imports. A command that goes on to load models or train
     belongs in `cli`."""
     import io
     import logging

@@ -157,7 +157,7 @@ def _load(load: ModelsLoad, delay: float) -> None:
 
     A model whose pass came from this machine's cache is warmed in a second thread as soon as it is in place, while
     the next one loads: that first call runs mostly outside Python's lock, reading a model mostly inside it. On the
-    2-core machine the seven demo models were ready in 0.75 of the time this way. A pass traced here (no cache entry
+    2-core machine the seven demo models were ready in 0.72 of the time this way. A pass traced here (no cache entry
     yet) is warmed after the load, as before: tracing holds Python's lock too, and overlapping it with the loads
     gained nothing (docs/benchmarks.md, section 5)."""
     load.wanted.wait(delay)
