@@ -16,14 +16,12 @@ read, then warmed up on a synthetic cell) until it says ready; the load's own `s
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -76,17 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.runs <= 20:
         ap.error("--runs must be between 1 and 20")
     sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_prepare import extract_package
     from cnmc_core.store import StudyStore
 
     if not StudyStore(args.artifacts, args.study).exists():
         ap.error(f"no study {args.study!r} under {args.artifacts}: make one with `python -m cnmc_core demo`")
     folder = Path(tempfile.mkdtemp(prefix="cnmc_bench_load_"))  # (0700: the cache inside it is used)
     try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "cnmc_core"], check=True,
-                                 capture_output=True).stdout
-        baseline = folder / "baseline"
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(baseline, filter="data")
+        baseline = extract_package(args.baseline, folder / "baseline")
         cache = folder / "cache"
         print(f"load average {os.getloadavg()[0]:.1f}; filling the cache {cache} ...", flush=True)
         fill_cache(args.artifacts, args.study, cache)

@@ -92,13 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _package_at(revision: str, folder: Path):
-    """`cnmc_core.prepare` as it is at a git revision: the package read with `git archive` into `folder` and
-    imported under another name, so that it runs beside the working tree's."""
+def extract_package(revision: str, folder: Path) -> Path:
+    """The `cnmc_core` package as it is at a git revision, read with `git archive` into `folder/cnmc_core`; returns
+    `folder` (put it first on a path to import that version). Also used by bench_model_load.py."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "cnmc_core"], check=True,
                              capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
+    return folder
+
+
+def _package_at(revision: str, folder: Path):
+    """`cnmc_core.prepare` as it is at a git revision (extract_package), imported under another name, so that it
+    runs beside the working tree's."""
+    extract_package(revision, folder)
     name = "cnmc_core_baseline"
     spec = importlib.util.spec_from_file_location(name, folder / "cnmc_core" / "__init__.py",
                                                   submodule_search_locations=[str(folder / "cnmc_core")])

@@ -180,8 +180,8 @@ def save(gradcam_pass: GradcamPass, classifier, key: str, layer: str) -> bool:
 
 
 def evict(root: Path, limit: int) -> list[str]:
-    """Remove the least recently used entries (and leftovers of interrupted saves) until the cache holds at most
-    `limit` bytes; returns the keys removed."""
+    """Remove the least recently used entries until the cache holds at most `limit` bytes; returns the keys removed.
+    (Saves in progress are left alone; what a killed save left is removed by `save`, remove_stale_temp_files.)"""
     entries = []
     for entry in root.iterdir():
         if entry.name.startswith("."):

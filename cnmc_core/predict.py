@@ -169,7 +169,7 @@ class Predictor:
             gradcam_pass = self._passes.get(key)
             self._explainers[key] = (
                 SavedExplainer(gradcam_pass, get_spec(key).preprocess, lambda: self.models[key])
-                if isinstance(gradcam_pass, SavedPass) else Explainer.for_model(self.models[key], key, gradcam_pass))
+                if self.cached(key) else Explainer.for_model(self.models[key], key, gradcam_pass))
         return self._explainers[key]
 
     def explain_cells(self, results: list[Classification], cam: str, target: str = "predicted") -> list[dict]:
@@ -287,10 +287,8 @@ class Predictor:
         if key not in self.models:
             return f"{key} is not a loaded model of this study"
         if key not in self._indexes:
-            gradcam_pass = self._passes[key]
-            fingerprint = gradcam_pass.fingerprint if isinstance(gradcam_pass, SavedPass) else None
-            self._indexes[key] = load_index(self.store, key, fingerprint or base_fingerprint(self.models[key]),
-                                            self.sizes[key])
+            fingerprint = self._passes[key].fingerprint if self.cached(key) else base_fingerprint(self.models[key])
+            self._indexes[key] = load_index(self.store, key, fingerprint, self.sizes[key])
         index = self._indexes[key]
         return index.nearest(features, k) if isinstance(index, FeatureIndex) else index
 
