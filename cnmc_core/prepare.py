@@ -18,6 +18,7 @@ Research use only, like everything here.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,8 +142,11 @@ def prepare(img: Image.Image, options: PrepareOptions = PrepareOptions()) -> Pre
     if not seg.scale.um_per_px:
         notes.append("no scale: not rescaled (no scale was stated and no red cells could be measured); state the "
                      "micrometres per pixel to rescale it to C-NMC's scale")
-    cells = [_make_frame(bounded, pixels.shape, seg, region, i, zoom, bound, scale, options.frame_size)
-             for i, region in enumerate(seg.cells[: options.max_cells])]
+    with ThreadPoolExecutor(2) as pool:  # the cells two at a time: their resampling and distance transforms
+        # release the interpreter's lock (two cores)
+        cells = list(pool.map(lambda item: _make_frame(bounded, pixels.shape, seg, item[1], item[0], zoom, bound,
+                                                       scale, options.frame_size),
+                              enumerate(seg.cells[: options.max_cells])))
     if options.colour_reference is None:
         for cell in cells:
             cell.frame = cell.frame_before_norm.copy()

@@ -15,7 +15,9 @@ Research use only, like everything here.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 from PIL import Image
@@ -71,20 +73,23 @@ def normalise(frames: list[np.ndarray], coverages: list, reference: dict) -> lis
     """An upload's frames (uint8 (h, w, 3), each a cell on black; `coverages` their float (h, w) soft edges or
     None) with its stain moved to `reference`; None when it is already in the training family (leave them as they
     are). The upload's statistics are the average of its cells', and one transform applies to all of them."""
-    stats = [s for s in (_lab_stats(f) for f in frames) if s is not None]
-    z = np.zeros(6)  # how far the upload's stain is, in training frames' spreads (no cell interior: nowhere)
-    if stats:
-        z = _stain_z(np.concatenate([np.mean([m for m, _ in stats], 0), np.mean([s for _, s in stats], 0)]), reference)
-    if np.linalg.norm(z) <= NORMALISE_TOLERANCE:
-        return None
-    centre, spread = _reference_vectors(reference)
-    target = centre + z * (NORMALISE_TOLERANCE / np.linalg.norm(z)) * spread  # the family's nearest edge
-    for step in range(2):  # a second pass takes up what clipping to the sRGB gamut (and to non-black) left over
-        tables = [_LabTable.of(f) for f in frames]
-        if step:  # the statistics of the first pass's frames, from the same conversion to Lab
-            stats = [s for s in (_lab_stats(f, t) for f, t in zip(frames, tables)) if s is not None]
-        source = np.concatenate([np.mean([m for m, _ in stats], axis=0), np.mean([s for _, s in stats], axis=0)])
-        frames = [_move_stain(t, a, source, target) for t, a in zip(tables, coverages)]
+    with ThreadPoolExecutor(2) as pool:  # frame by frame, two at a time (the distance transforms and the Lab
+        # conversions release the interpreter's lock: two cores)
+        stats = [s for s in pool.map(_lab_stats, frames) if s is not None]
+        z = np.zeros(6)  # how far the upload's stain is, in training frames' spreads (no cell interior: nowhere)
+        if stats:
+            z = _stain_z(np.concatenate([np.mean([m for m, _ in stats], 0), np.mean([s for _, s in stats], 0)]),
+                         reference)
+        if np.linalg.norm(z) <= NORMALISE_TOLERANCE:
+            return None
+        centre, spread = _reference_vectors(reference)
+        target = centre + z * (NORMALISE_TOLERANCE / np.linalg.norm(z)) * spread  # the family's nearest edge
+        for step in range(2):  # a second pass takes up what clipping to the sRGB gamut (and to non-black) left over
+            tables = list(pool.map(_LabTable.of, frames))
+            if step:  # the statistics of the first pass's frames, from the same conversion to Lab
+                stats = [s for s in pool.map(_lab_stats, frames, tables) if s is not None]
+            source = np.concatenate([np.mean([m for m, _ in stats], axis=0), np.mean([s for _, s in stats], axis=0)])
+            frames = list(pool.map(_move_stain, tables, coverages, repeat(source), repeat(target)))
     return frames
 
 
