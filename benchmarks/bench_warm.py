@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f" s; max {max(times8):.1f} s" if times8 else "")
               + f" ({'each under' if met else 'NOT each under'} {EIGHT_GOAL_S:g} s); all correct: "
               f"{'yes' if report.all_correct else 'NO'}; model loads {report.loads}; peak server memory "
-              f"{report.peak_mb:.0f} MB")
+              f"{report.peak_mb:.0f} MB; the uploads went {report.uploaded_at:.1f} s after the server answered "
+              f"(opening the 8 sessions first); the server's models ready "
+              f"{report.models_ready_s if report.models_ready_s is not None else '?'} s after their load started")
         for s in report.sessions:
             if s.error:
                 print(f"  {s.file}: {s.error}")

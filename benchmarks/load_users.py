@@ -3,14 +3,15 @@
     python benchmarks/load_users.py [--artifacts DIR] [--study NAME] [--sessions 8] [--timeout 300] [--upload-at S]
 
 Starts one `streamlit run app.py` on 127.0.0.1 (loopback only) against the artifacts root, opens N
-headless Chromium contexts (N separate Streamlit sessions) on the Classify page, then has every one
+headless Chromium contexts (N separate Streamlit sessions) on the Classify page, all at once, then has every one
 upload a different validation cell of the study at the same moment: at once (the default), while the models
 are still loading in the background, so every session races for the one cached load; or `--upload-at S`
 seconds after the server first answered (issue 16's goal: 8 users at 20 s each wait under 15 s). Each session reads the
 result it is shown (the file name, the ensemble call and its P(ALL)) and compares it with
 `cnmc_core.predict.Predictor` on the same file, computed in this process before the server starts.
 
-Prints per-session latency (upload to result drawn), whether every answer is right, how many times
+Prints per-session latency (upload to result drawn), when the uploads went (opening the sessions may take
+longer than --upload-at), the server's own seconds to models ready, whether every answer is right, how many times
 the server loaded the models (its log lines from `Predictor.load`; should be exactly 1), and the
 server's memory before and after from /proc/<pid>/status (VmRSS now, VmHWM peak).
 Bounded: --sessions (1-32) contexts, and the whole run is cut at --timeout seconds.
@@ -36,6 +37,7 @@ from tests.helpers import CHROMIUM, CHROMIUM_ARGS, RENDERED_JS, server  # noqa: 
 
 MAX_SESSIONS = 32
 LOAD_LINE = "loaded the models of study"  # what Predictor.load logs once per load
+READY_LINE = r"models of study '[^']*' ready in ([0-9.]+) s"  # what the dashboard's background load logs at the end
 RESULT_LABEL = "Ensemble call (mean P(ALL) of the models)"
 # `streamlit run`, with the library's INFO lines (one per model load) on stderr; nothing else changes.
 SERVER = (
@@ -76,6 +78,9 @@ class Report:
     wall_seconds: float
     log: str = ""
     exceptions: list[str] = field(default_factory=list)  # Streamlit exception elements seen on the pages
+    uploaded_at: float | None = None  # seconds after the server first answered when the uploads went (opening the
+    # sessions may take longer than --upload-at: then they upload late, and this says so)
+    models_ready_s: float | None = None  # the server's own "models of study ... ready in X s" (load and warm-up)
 
     @property
     def all_correct(self) -> bool:
@@ -135,34 +140,41 @@ async def _one(page, cell: Path, session: Session, go: asyncio.Event, timeout_ms
 
 
 async def _drive(url: str, study: str, cells: list[Path], sessions: list[Session], timeout: float,
-                 upload_at: float | None = None) -> list[str]:
-    """Open every session on the Classify page, then upload all at once: now, or at `upload_at` (perf_counter)."""
+                 upload_at: float | None = None) -> tuple[list[str], float]:
+    """Open every session on the Classify page, then upload all at once: now, or at `upload_at` (perf_counter).
+    Returns the exceptions the pages show and when (perf_counter) the uploads went."""
     from playwright.async_api import async_playwright
 
     timeout_ms = timeout * 1000
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            pages = []
-            for _ in cells:  # every session open on the Classify page before anyone uploads
+
+            async def open_one():
                 context = await browser.new_context(viewport={"width": 1200, "height": 1000})
                 page = await context.new_page()
                 page.set_default_timeout(timeout_ms)
                 await page.goto(f"{url}/classify?study={study}")
                 # ready for a file: the drop zone is there (the line above it may still be counting models)
                 await page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
-                pages.append(page)
+                return page
+
+            # Every user opens the Classify page at once (one after the other, the eighth page was open only 33-47 s
+            # after the server answered with the 7-model demo, and uploads meant for 20 s went then), and every
+            # session is open before anyone uploads.
+            pages = await asyncio.gather(*(open_one() for _ in cells))
             if upload_at is not None:
                 await asyncio.sleep(max(0.0, upload_at - time.perf_counter()))
             go = asyncio.Event()
             tasks = [asyncio.create_task(_one(pg, c, s, go, timeout_ms)) for pg, c, s in zip(pages, cells, sessions)]
+            went = time.perf_counter()
             go.set()  # all at once
             await asyncio.gather(*tasks)
             exceptions = []
             for i, pg in enumerate(pages):
                 for e in await pg.locator('[data-testid="stException"]').all_inner_texts():
                     exceptions.append(f"session {i + 1}: {e.splitlines()[0] if e else ''}")
-            return exceptions
+            return exceptions, went
         finally:
             await browser.close()
 
@@ -185,12 +197,17 @@ def run(artifacts: str, study: str, sessions: int = 8, timeout: float = 300.0,
         started = time.perf_counter()  # the server answers from here on
         before = memory_mb(proc.pid)
         at = None if upload_at is None else started + upload_at
-        exceptions = asyncio.run(asyncio.wait_for(_drive(url, study, cells, rows, timeout, at),
+        exceptions, went = asyncio.run(asyncio.wait_for(_drive(url, study, cells, rows, timeout, at),
                                                   timeout + 60 + (upload_at or 0)))
         after = memory_mb(proc.pid)
         text = log_path.read_text(errors="replace")
     return Report(rows, text.count(LOAD_LINE), before["VmRSS"], after["VmRSS"], after["VmHWM"],
-                  time.perf_counter() - start, text, exceptions)
+                  time.perf_counter() - start, text, exceptions, went - started, _ready_seconds(text))
+
+
+def _ready_seconds(log: str) -> float | None:
+    found = re.search(READY_LINE, log)
+    return float(found.group(1)) if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if times:
         print(f"latency: median {times[len(times) // 2]:.1f} s, max {times[-1]:.1f} s; "
               f"whole run {report.wall_seconds:.0f} s")
+    print(f"the uploads went {report.uploaded_at:.1f} s after the server first answered; the server's models were "
+          f"ready {report.models_ready_s if report.models_ready_s is not None else '?'} s after their load started")
     for e in report.exceptions:
         print(f"exception shown: {e}")
     print(f"model loads in the server: {report.loads} (expected 1)")

@@ -269,6 +269,33 @@ def test_a_page_of_the_study_starts_the_load_and_classify_says_how_many_are_read
     assert loads == [name]  # the page used the background load's models: loaded once
 
 
+def test_files_dropped_while_the_models_load_wait_for_them_and_the_line_then_says_they_are_ready(
+        tiny_study, tmp_path, monkeypatch):
+    """AppTest: the models are still loading (held until a timer lets them go) when a file is dropped. The page
+    draws the models line once instead of the live one (whose full-page rerun, once the models are ready, drew every
+    result twice with 8 users), waits for the load, and then says all are ready above the answer."""
+    root, name = tiny_study
+    shutil.copytree(Path(root) / name, tmp_path / name)  # a study of its own: no other test has loaded it
+    monkeypatch.setenv("CNMC_ARTIFACTS", str(tmp_path))
+    monkeypatch.setenv("CNMC_WARM_MODELS", "1")
+    go = threading.Event()
+    real = classify.load_predictor
+    monkeypatch.setattr(classify, "load_predictor",
+                        lambda base, study, each=None: go.wait(120) and real(base, study, each))
+
+    at = open_app("classify")  # no file yet: the load starts, and the line is live while it runs
+    assert "0 of 2 models ready" in texts(at.caption)
+    stamp = next(s for s in list(classify._LOADS) if s[0] == str(tmp_path))
+    assert classify.load_status(stamp).stage == "loading"
+    cell = a_cell_file(Path(root), name)
+    threading.Timer(2.0, go.set).start()  # the load goes on while the page waits for it
+    at.file_uploader(key="upload").set_value((cell.name, cell.read_bytes(), "image/bmp")).run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.metric[0].value in ("ALL", "HEM", "Inconclusive")
+    lines = [c for c in texts(at.caption).splitlines() if "models ready" in c]
+    assert lines == ["✅ 2 of 2 models ready."], lines
+
+
 # ---- an optional login (st.login), only when secrets.toml configures one -------------------------------
 
 AUTH = {"redirect_uri": "https://cnmc.lab.example/oauth2callback", "cookie_secret": "a-long-random-string-of-32-chars",

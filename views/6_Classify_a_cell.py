@@ -179,7 +179,11 @@ def examples_row() -> None:
 
 def page() -> None:
     data = ui.start("Classify a cell", notice=ui.RESEARCH_ONLY)
-    ui.models_ready(data)  # "k of n models ready", live while they load in the background
+    # "k of n models ready", live while they load in the background (drawn once when files are there: the page
+    # then waits for the models, and redraws the line when it has them)
+    waiting = bool(st.session_state.get("upload") or st.session_state.get(SHOWING_KEPT)
+                   or st.session_state.get("example"))
+    line = ui.models_ready(data, live=not waiting)
     inputs = dropped_files()
     examples_row()
     prep, scale = st.columns(2)
@@ -218,6 +222,7 @@ def page() -> None:
     except (FileNotFoundError, ValueError) as e:
         st.error(f"The models of study {ui.code(data.name)} cannot be loaded: {ui.code(str(e).splitlines()[0])}")
         return
+    ui.models_line(line, data)
 
     summary = st.container()  # filled once every file is done: the batch summary, the table, the download
     st.caption(answer_view.record_note(records))

@@ -13,8 +13,8 @@ Streamlit runs a full garbage collection after every script run of every session
 and `keras.backend.clear_session()`, which it calls whenever Keras is imported). With TensorFlow and seven models
 in memory each took 0.2-1 s on 2 busy cores, holding the interpreter: with 8 sessions the server stopped
 answering for minutes. So the loader moves what it loaded out of the collector's reach (`gc.freeze()`, CPython's
-tool for long-lived objects) once TensorFlow is in and again once the models are; an evicted load gives them
-back (`gc.unfreeze()`).
+tool for long-lived objects) once TensorFlow is in, as each model is in place and once all are warm; an evicted load
+gives them back (`gc.unfreeze()`). The project's `.streamlit/config.toml` also turns `runner.postScriptGC` off.
 
 That `clear_session()` also empties TensorFlow's kernel cache under the cached models: one upload's Grad-CAMs,
 which then ran op by op (tf-keras-vis, before explain.GradcamPass), took 6.2 s instead of 2.7 s for the seven
@@ -166,6 +166,7 @@ def _load(load: ModelsLoad, delay: float) -> None:
     warming = {}  # key -> its warm-up, submitted as the model was loaded
 
     def each(predictor: predict.Predictor, key: str) -> None:
+        gc.freeze()  # this model out of the collections every script run of every session makes meanwhile
         if predictor.cached(key):
             warming[key] = warmer.submit(warm_model, predictor, key)
 
