@@ -222,7 +222,7 @@ def page() -> None:
     except (FileNotFoundError, ValueError) as e:
         st.error(f"The models of study {ui.code(data.name)} cannot be loaded: {ui.code(str(e).splitlines()[0])}")
         return
-    ui.models_line(line, data)
+    ui.redraw_models_line(line, data)
 
     summary = st.container()  # filled once every file is done: the batch summary, the table, the download
     st.caption(answer_view.record_note(records))

@@ -279,7 +279,7 @@ def warm_models(data: base.StudyData, delay: float = classify.WARM_DELAY_S) -> N
 def models_ready(data: base.StudyData, live: bool = True):
     """One line: how many of the study's models are loaded and ready; live (every 2 s) while they load, unless not
     `live`: a page about to wait for the models (files dropped) draws it once and redraws it when they are in
-    (`models_line`), since the live line, once they are ready, runs the whole page again to stop polling, which
+    (`redraw_models_line`), since the live line, once they are ready, runs the whole page again to stop polling, which
     with 8 users uploading during the load drew every result twice. Returns the line's placeholder.
     For the page that needs them: their load starts now, not after the usual delay."""
     warm_models(data, delay=0)
@@ -293,7 +293,7 @@ def models_ready(data: base.StudyData, live: bool = True):
     return line
 
 
-def models_line(line, data: base.StudyData) -> None:
+def redraw_models_line(line, data: base.StudyData) -> None:
     """Redraw a `models_ready(..., live=False)` line, once the page has the models."""
     line.caption(classify.models_line(classify.load_status(data.stamp), len(data.models)))
 
