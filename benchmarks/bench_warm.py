@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{'yes' if report.all_correct else 'NO'}; model loads {report.loads}; peak server memory "
               f"{report.peak_mb:.0f} MB; the uploads went {report.uploaded_at:.1f} s after the server answered "
               f"(opening the 8 sessions first); the server's models ready "
-              f"{report.models_ready_s if report.models_ready_s is not None else '?'} s after their load started")
+              f"{report.models_ready_s if report.models_ready_s is not None else '?'} s after their load started"
+              + "".join(f"; CPU, {c.line()}" for c in report.cpu))
         for s in report.sessions:
             if s.error:
                 print(f"  {s.file}: {s.error}")

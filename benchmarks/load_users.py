@@ -12,8 +12,10 @@ result it is shown (the file name, the ensemble call and its P(ALL)) and compare
 
 Prints per-session latency (upload to result drawn), when the uploads went (opening the sessions may take
 longer than --upload-at), the server's own seconds to models ready, whether every answer is right, how many times
-the server loaded the models (its log lines from `Predictor.load`; should be exactly 1), and the
-server's memory before and after from /proc/<pid>/status (VmRSS now, VmHWM peak).
+the server loaded the models (its log lines from `Predictor.load`; should be exactly 1), the
+server's memory before and after from /proc/<pid>/status (VmRSS now, VmHWM peak), and where the machine's CPU went
+from the server's first answer to the last result drawn: the server's core-seconds and the browsers' (Chromium and
+Playwright's driver, which on a lab's network run on the users' own machines), against what the cores could give.
 Bounded: --sessions (1-32) contexts, and the whole run is cut at --timeout seconds.
 Uses Debian's /usr/bin/chromium (no browser download).
 """
@@ -69,6 +71,27 @@ class Session:
 
 
 @dataclass
+class CpuSplit:
+    """CPU seconds (user + system, all threads) of one stretch of the run."""
+
+    what: str
+    server_s: float  # the Streamlit server and any process it started
+    browsers_s: float  # every other process this one started: Chromium and Playwright's driver
+    wall_s: float
+    cores: int
+
+    @property
+    def busy(self) -> float:
+        """The share of what the cores could give in that time that these processes used."""
+        return (self.server_s + self.browsers_s) / (self.wall_s * self.cores) if self.wall_s > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"{self.what} ({self.wall_s:.1f} s): the server {self.server_s:.1f} core-s, the browsers "
+                f"{self.browsers_s:.1f}, of the {self.wall_s * self.cores:.0f} the {self.cores} cores could give "
+                f"({100 * self.busy:.0f}% busy)")
+
+
+@dataclass
 class Report:
     sessions: list[Session]
     loads: int  # model loads in the server process (should be 1)
@@ -81,6 +104,8 @@ class Report:
     uploaded_at: float | None = None  # seconds after the server first answered when the uploads went (opening the
     # sessions may take longer than --upload-at: then they upload late, and this says so)
     models_ready_s: float | None = None  # the server's own "models of study ... ready in X s" (load and warm-up)
+    cpu: list[CpuSplit] = field(default_factory=list)  # where the CPU went: until the uploads, then until the
+    # last result was drawn (empty where /proc cannot say)
 
     @property
     def all_correct(self) -> bool:
@@ -95,6 +120,43 @@ def memory_mb(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
     return out
+
+
+def _cpu_by_process() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, CPU seconds so far)} of every process /proc shows (Linux); {} where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # (it ended meanwhile)
+            continue
+        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_seconds(server_pid: int) -> tuple[float, float] | None:
+    """(CPU seconds of the server and its descendants, of this process's other descendants) now; None without
+    /proc. Exited processes are not counted: read it before the browser closes."""
+    procs = _cpu_by_process()
+    if not procs:
+        return None
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in procs.items():
+        children.setdefault(parent, []).append(pid)
+
+    def tree(root: int) -> set[int]:
+        found, todo = set(), [root]
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.add(pid)
+                todo += children.get(pid, [])
+        return found
+
+    server = tree(server_pid) & procs.keys()
+    others = tree(os.getpid()) - server - {os.getpid()}
+    return sum(procs[p][1] for p in server), sum(procs[p][1] for p in others & procs.keys())
 
 
 def pick_cells(artifacts: str, study: str, n: int) -> list[tuple[Path, dict]]:
@@ -140,9 +202,12 @@ async def _one(page, cell: Path, session: Session, go: asyncio.Event, timeout_ms
 
 
 async def _drive(url: str, study: str, cells: list[Path], sessions: list[Session], timeout: float,
-                 upload_at: float | None = None) -> tuple[list[str], float]:
+                 upload_at: float | None = None, server_pid: int | None = None,
+                 ) -> tuple[list[str], float, list[tuple[float, float, float]]]:
     """Open every session on the Classify page, then upload all at once: now, or at `upload_at` (perf_counter).
-    Returns the exceptions the pages show and when (perf_counter) the uploads went."""
+    Returns the exceptions the pages show, when (perf_counter) the uploads went, and (when, server's CPU s,
+    browsers' CPU s) as the uploads went and once every result was drawn (`cpu_seconds`; none without a
+    `server_pid` or /proc)."""
     from playwright.async_api import async_playwright
 
     timeout_ms = timeout * 1000
@@ -168,13 +233,17 @@ async def _drive(url: str, study: str, cells: list[Path], sessions: list[Session
             go = asyncio.Event()
             tasks = [asyncio.create_task(_one(pg, c, s, go, timeout_ms)) for pg, c, s in zip(pages, cells, sessions)]
             went = time.perf_counter()
+            cpu = [(went, *c)] if server_pid and (c := cpu_seconds(server_pid)) else []
             go.set()  # all at once
             await asyncio.gather(*tasks)
+            done = time.perf_counter()
+            if cpu and (c := cpu_seconds(server_pid)):
+                cpu.append((done, *c))
             exceptions = []
             for i, pg in enumerate(pages):
                 for e in await pg.locator('[data-testid="stException"]').all_inner_texts():
                     exceptions.append(f"session {i + 1}: {e.splitlines()[0] if e else ''}")
-            return exceptions, went
+            return exceptions, went, cpu
         finally:
             await browser.close()
 
@@ -195,14 +264,23 @@ def run(artifacts: str, study: str, sessions: int = 8, timeout: float = 300.0,
     start = time.perf_counter()
     with serve(artifacts) as (url, proc, log_path):
         started = time.perf_counter()  # the server answers from here on
+        cpu_then = cpu_seconds(proc.pid)  # (its own start not counted)
         before = memory_mb(proc.pid)
         at = None if upload_at is None else started + upload_at
-        exceptions, went = asyncio.run(asyncio.wait_for(_drive(url, study, cells, rows, timeout, at),
-                                                  timeout + 60 + (upload_at or 0)))
+        exceptions, went, snapshots = asyncio.run(asyncio.wait_for(
+            _drive(url, study, cells, rows, timeout, at, proc.pid), timeout + 60 + (upload_at or 0)))
         after = memory_mb(proc.pid)
         text = log_path.read_text(errors="replace")
+    cpu = []
+    if cpu_then is not None and len(snapshots) == 2:
+        cores = len(os.sched_getaffinity(0))
+        stretches = [(started, *cpu_then), *snapshots]
+        for what, (t0, s0, b0), (t1, s1, b1) in zip(("opening the sessions, until the uploads",
+                                                     "the uploads, until the last result was drawn"),
+                                                    stretches, stretches[1:]):
+            cpu.append(CpuSplit(what, s1 - s0, b1 - b0, t1 - t0, cores))
     return Report(rows, text.count(LOAD_LINE), before["VmRSS"], after["VmRSS"], after["VmHWM"],
-                  time.perf_counter() - start, text, exceptions, went - started, _ready_seconds(text))
+                  time.perf_counter() - start, text, exceptions, went - started, _ready_seconds(text), cpu)
 
 
 def _ready_seconds(log: str) -> float | None:
@@ -239,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
               f"whole run {report.wall_seconds:.0f} s")
     print(f"the uploads went {report.uploaded_at:.1f} s after the server first answered; the server's models were "
           f"ready {report.models_ready_s if report.models_ready_s is not None else '?'} s after their load started")
+    for c in report.cpu:
+        print(f"CPU, {c.line()}")
     for e in report.exceptions:
         print(f"exception shown: {e}")
     print(f"model loads in the server: {report.loads} (expected 1)")

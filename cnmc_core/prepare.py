@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -144,9 +145,10 @@ def prepare(img: Image.Image, options: PrepareOptions = PrepareOptions()) -> Pre
                      "micrometres per pixel to rescale it to C-NMC's scale")
     with ThreadPoolExecutor(2) as pool:  # the cells two at a time: their resampling and distance transforms
         # release the interpreter's lock (two cores)
-        cells = list(pool.map(lambda item: _make_frame(bounded, pixels.shape, seg, item[1], item[0], zoom, bound,
-                                                       scale, options.frame_size),
-                              enumerate(seg.cells[: options.max_cells])))
+        regions = seg.cells[: options.max_cells]
+        make = partial(_make_frame, bounded, pixels.shape, seg, zoom=zoom, bound=bound, scale=scale,
+                       frame_size=options.frame_size)
+        cells = list(pool.map(make, regions, range(len(regions))))
     if options.colour_reference is None:
         for cell in cells:
             cell.frame = cell.frame_before_norm.copy()

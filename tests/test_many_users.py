@@ -31,6 +31,12 @@ def test_eight_sessions_at_once_each_get_their_own_right_answer_and_one_model_lo
     # All eight asked for the models before any had them: st.cache_resource must have loaded them once.
     assert report.loads == 1, f"{report.loads} model loads in the server:\n{report.log[-2000:]}"
     assert report.rss_after_mb < 4096, f"server RSS {report.rss_after_mb:.0f} MB after {SESSIONS} sessions"
+    # Where the CPU went (the benchmark's explanation of its waits): both sides did work, and together no more
+    # than the cores could give in that time (a process counted twice, or in the wrong tree, would break this).
+    assert len(report.cpu) == 2, report.cpu  # opening the sessions; the uploads to the last result
+    for cpu in report.cpu:
+        assert cpu.server_s > 0.2 and cpu.browsers_s > 0.2, cpu
+        assert cpu.server_s + cpu.browsers_s <= cpu.wall_s * cpu.cores * 1.05, cpu
 
 
 def test_too_many_sessions_are_refused():
