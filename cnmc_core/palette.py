@@ -41,6 +41,17 @@ MODEL_COLORS = (  # by registry position: the seven paper models first, then up 
 MODEL_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross", "triangle-down", "pentagon", "hexagon",
                  "triangle-left", "hourglass", "bowtie")  # no star: a star marks the kept epoch
 MODEL_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+# The same markers for Vega-Lite (Altair) charts: its own shape names where it has the marker, else the marker as an
+# SVG path in Vega's unit square (-1..1); "-open" symbols are drawn unfilled by the chart itself.
+VEGA_SHAPES = {
+    "circle": "circle", "square": "square", "diamond": "diamond", "cross": "cross", "triangle-up": "triangle-up",
+    "triangle-down": "triangle-down", "triangle-left": "triangle-left",
+    "x": "M-1,-0.6L-0.6,-1L0,-0.4L0.6,-1L1,-0.6L0.4,0L1,0.6L0.6,1L0,0.4L-0.6,1L-1,0.6L-0.4,0Z",
+    "pentagon": "M0,-1L0.951,-0.309L0.588,0.809L-0.588,0.809L-0.951,-0.309Z",
+    "hexagon": "M0,-1L0.866,-0.5L0.866,0.5L0,1L-0.866,0.5L-0.866,-0.5Z",
+    "hourglass": "M-1,-1L1,-1L-1,1L1,1Z",
+    "bowtie": "M-1,-1L1,1L1,-1L-1,1Z",
+}
 ENSEMBLE_STYLE_COLOR = "#000000"  # the ensemble is made of the models: black, dashed, a diamond
 CLASS_COLORS = {"ALL": "#960000", "HEM": "#3C87FF", "unlabelled": "#8C8C8C"}  # never a model's or the accent
 ACCENT = "#2D4B78"  # Streamlit's primaryColor (.streamlit/config.toml): 8.8:1 on white, not red, not a model's
@@ -74,6 +85,11 @@ def model_style(key_or_name: str) -> ModelStyle:
         return ModelStyle(REFERENCE_GREY, "circle", "solid")
     i = keys.index(key)
     return ModelStyle(MODEL_COLORS[i], MODEL_SYMBOLS[i], MODEL_DASHES[i % len(MODEL_DASHES)])
+
+
+def vega_shape(symbol: str) -> str:
+    """A model's marker (`ModelStyle.symbol`, a plotly name) as a Vega-Lite shape; "-open" is the chart's to draw."""
+    return VEGA_SHAPES.get(symbol.removesuffix("-open"), "circle")
 
 
 def needs_second_cue(n_models: int) -> bool:

@@ -40,7 +40,7 @@ PAGE_TITLES = {  # url path -> title, as app.py lists them ("" is the home page,
     "dataset": "Dataset", "about": "About",
 }
 # True when the page is completely drawn: Streamlit's script run is over, no skeleton placeholder
-# is left, and every dataframe, plotly chart and image inside the main area has rendered.
+# is left, and every dataframe, chart (plotly, or Vega-Lite: Altair) and image inside the main area has rendered.
 RENDERED_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
@@ -51,6 +51,8 @@ RENDERED_JS = """() => {
     if (shown(df) && !df.querySelector('[data-testid="data-grid-canvas"]')) return false;
   for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]'))
     if (shown(chart) && !chart.querySelector('.main-svg')) return false;
+  for (const chart of main.querySelectorAll('[data-testid="stVegaLiteChart"]'))
+    if (shown(chart) && !chart.querySelector('.marks')) return false;
   for (const img of main.querySelectorAll('img')) if (!img.complete) return false;
   return true;
 }"""
@@ -151,6 +153,21 @@ def open_app(page: str = "overview", query: dict | None = None) -> AppTest:
         at.switch_page(PAGES.get(page, page)).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def vega_layers(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
+    """Each layer of every Vega-Lite (Altair) chart on the page, with the rows it draws (Streamlit sends each
+    dataset apart from the spec, as Arrow)."""
+    import pyarrow as pa
+
+    out = []
+    for chart in at.get("vega_lite_chart"):
+        data = {d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets}
+        spec = json.loads(chart.proto.spec)
+        for layer in spec.get("layer", [spec]):
+            name = layer.get("data", spec.get("data", {})).get("name")
+            out.append((layer, data.get(name, pd.DataFrame())))
+    return out
 
 
 def texts(elements) -> str:

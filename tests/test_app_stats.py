@@ -26,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 from cnmc_core.dashboard import base, comparison, overview
 from cnmc_core.stats import reliability
 
-from .helpers import PAGES, ROOT, texts
+from .helpers import PAGES, ROOT, texts, vega_layers
 
 COMPARE = PAGES["compare"]
 KEYS = ("vgg16", "efficientnet_b0", "ensemble")
@@ -140,19 +140,33 @@ def test_overview_shows_the_ensemble_row_and_the_new_metrics_as_saved(root):
 
 def test_the_interval_of_a_metric_is_its_ci95(root):
     at = open_page(PAGES["overview"], "tiny")
+    paper = overview.overview(base.load_study(str(root), "tiny")).table
+    paper = paper[paper["Source"] == base.PAPER].set_index("Model")
     for metric in ("roc_auc", "accuracy"):
         if metric != "roc_auc":
             at.selectbox(key="_w_metric").set_value(metric).run()
             assert at.query_params["metric"] == metric
-        (chart,) = [f for f in figures(at) if f["data"][0]["name"].startswith(base.OURS)]
-        dots = chart["data"][0]
-        x, plus, minus = array(dots["x"]), array(dots["error_x"]["array"]), array(dots["error_x"]["arrayminus"])
-        assert list(dots["y"]) == ["VGG16", "EfficientNetB0", base.ENSEMBLE_NAME]
-        for i, key in enumerate(KEYS):
+        layers = vega_layers(at)
+        (line,) = [rows for layer, rows in layers if layer["mark"]["type"] == "rule"]
+        markers = pd.concat([rows for layer, rows in layers if layer["mark"]["type"] == "point"
+                             and layer["encoding"]["x"]["field"] == "value"])
+        assert list(line["Model"]) == ["VGG16", "EfficientNetB0", base.ENSEMBLE_NAME]
+        assert sorted(markers["Model"]) == sorted(line["Model"])  # a marker on every line (the ensemble's open)
+        line, markers = line.set_index("Model"), markers.set_index("Model")
+        for key, name in zip(KEYS, line.index):
             m = metrics_of(root, "tiny", key)
             low, high = m["ci95"][metric]
-            assert x[i] == pytest.approx(m[metric])
-            assert (x[i] - minus[i], x[i] + plus[i]) == pytest.approx((low, high))
+            assert markers.loc[name, "value"] == pytest.approx(m[metric])
+            assert (line.loc[name, "low"], line.loc[name, "high"]) == pytest.approx((low, high))
+        rings = [rows for layer, rows in layers if "paper" in rows]
+        label = base.METRICS[metric]
+        if metric == "roc_auc":  # the paper's Table I has no AUC: no ring, and the caption says none
+            assert not rings and "grey ring" not in texts(at.caption)
+        else:
+            (ring,) = rings
+            expected = paper.loc[paper.index.isin(line.index), label].dropna()
+            assert len(expected) == 2 and dict(zip(ring["Model"], ring["paper"])) == pytest.approx(expected.to_dict())
+            assert "grey ring: " + base.PAPER in texts(at.caption)
     csv = pd.read_csv(io.StringIO(overview.overview(base.load_study(str(root), "tiny")).csv))
     row = csv[(csv["Model"] == base.ENSEMBLE_NAME)].iloc[0]
     saved = metrics_of(root, "tiny", "ensemble")["ci95"]["roc_auc"]

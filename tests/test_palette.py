@@ -8,6 +8,7 @@ difference is CIEDE2000 (scikit-image) in CIELab. A difference of 10 is plainly 
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,16 @@ def test_every_registry_model_has_its_own_colour_marker_and_the_ensemble_its_own
     assert len(set(palette.MODEL_SYMBOLS)) == len(set(palette.MODEL_COLORS)) == 12
     assert not palette.needs_second_cue(4) and palette.needs_second_cue(5)
     assert "star" not in palette.MODEL_SYMBOLS  # the training curves star the kept epoch
+
+
+def test_every_marker_has_its_own_vega_shape_for_the_altair_charts():
+    shapes = [palette.vega_shape(symbol) for symbol in palette.MODEL_SYMBOLS]
+    assert len(set(shapes)) == len(shapes)  # no marker falls back to another's shape
+    builtin = {"circle", "square", "cross", "diamond", "triangle-up", "triangle-down", "triangle-left"}  # Vega's
+    for shape in shapes:  # Vega's own name, or a closed SVG path inside its unit square
+        assert shape in builtin or (shape.startswith("M") and shape.endswith("Z") and all(
+            -1 <= float(v) <= 1 for v in re.findall(r"-?[0-9.]+", shape))), shape
+    assert palette.vega_shape(palette.model_style("ensemble").symbol) == "diamond"  # drawn open by the chart
 
 
 def test_the_accent_is_the_streamlit_theme_colour_and_is_not_red():

@@ -2,8 +2,8 @@
 Table I, with each metric's 95% interval; ranked by the cross-validated figures, shown with their fold spread,
 when the study has them."""
 
+import altair as alt
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from cnmc_core.dashboard import base, overview, report
@@ -34,33 +34,46 @@ HELP = {
 }
 
 
-def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> go.Figure:
-    """One dot per row with its 95% interval as an error bar; the paper's value as a grey ring."""
-    part = view.intervals[view.intervals["metric"] == metric]
+def paper_values(view: overview.Overview, metric: str) -> pd.DataFrame:
+    """The paper's value of `metric` per model on the chart (Model, paper), where Table I gives one."""
     label = base.METRICS[metric]
-    fig = go.Figure(go.Scatter(
-        x=part["value"], y=part["Model"], mode="markers", name=f"{base.OURS}, with 95% interval",
-        error_x={"type": "data", "symmetric": False, "array": part["high"] - part["value"],
-                 "arrayminus": part["value"] - part["low"], "thickness": 2, "width": 6},
-        marker={"size": 11, "color": [ui.model_color(m) for m in part["Model"]],
-                "symbol": [ui.palette.model_style(m).symbol for m in part["Model"]]},
-        customdata=part[["low", "high"]].to_numpy(),
-        hovertemplate=f"%{{y}}<br>{label} %{{x:.3f}}<br>95% interval %{{customdata[0]:.3f}} – "
-                      "%{customdata[1]:.3f}<extra></extra>",
-    ))
-    paper = view.table[(view.table["Source"] == base.PAPER) & view.table[label].notna()]
-    if not with_paper:
-        paper = paper.iloc[:0]
-    if len(paper):
-        fig.add_trace(go.Scatter(
-            x=paper[label], y=paper["Model"], mode="markers", name=base.PAPER,
-            marker={"size": 11, "symbol": "circle-open", "color": ui.palette.REFERENCE_GREY, "line": {"width": 2}},
-            hovertemplate=f"%{{y}}, {base.PAPER}<br>{label} %{{x:.3f}}<extra></extra>",
-        ))
-    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=list(part["Model"]))
-    fig.update_layout(height=60 + 34 * len(part), margin={"t": 10, "b": 10}, xaxis={"title": label},
-                      legend={"orientation": "h", "y": -0.35 if len(part) < 5 else -0.15}, showlegend=True)
-    return fig
+    shown = view.table["Model"].isin(view.intervals.loc[view.intervals["metric"] == metric, "Model"])
+    paper = view.table[(view.table["Source"] == base.PAPER) & view.table[label].notna() & shown]
+    return paper[["Model", label]].rename(columns={label: "paper"})
+
+
+def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> alt.LayerChart:
+    """One marker per row with its 95% interval as a line; the paper's value as a grey ring.
+
+    Vega-Lite (Altair), not plotly: on this page the one plotly chart was half of the warm drawing time (plotly.js
+    itself; docs/benchmarks.md section 5). Each model keeps its colour and marker (cnmc_core/palette.py)."""
+    part = view.intervals.loc[view.intervals["metric"] == metric, ["Model", "value", "low", "high"]]
+    label = base.METRICS[metric]
+    models = list(part["Model"])
+    styles = [ui.palette.model_style(m) for m in models]
+    axis = alt.Scale(zero=False)
+    y = alt.Y("Model:N", sort=models, title=None)
+    colour = alt.Color("Model:N", legend=None, scale=alt.Scale(domain=models, range=[s.color for s in styles]))
+    shape = alt.Shape("Model:N", legend=None,
+                      scale=alt.Scale(domain=models, range=[ui.palette.vega_shape(s.symbol) for s in styles]))
+    tooltip = [alt.Tooltip("Model:N"), alt.Tooltip("value:Q", title=label, format=".3f"),
+               alt.Tooltip("low:Q", title="95% interval from", format=".3f"),
+               alt.Tooltip("high:Q", title="95% interval to", format=".3f")]
+    layers = [alt.Chart(part).mark_rule(strokeWidth=2, aria=False).encode(  # (the markers and the description say it)
+        x=alt.X("low:Q", title=label, scale=axis), x2="high:Q", y=y, color=colour, tooltip=tooltip)]
+    for filled in (True, False):  # the ensemble's marker is open (its "-open" symbol)
+        rows = part[[s.symbol.endswith("-open") != filled for s in styles]]
+        if len(rows):
+            layers.append(alt.Chart(rows).mark_point(size=110, filled=filled, opacity=1, strokeWidth=2).encode(
+                x=alt.X("value:Q", title=label, scale=axis), y=y, color=colour, shape=shape, tooltip=tooltip))
+    if with_paper and len(rings := paper_values(view, metric)):
+        layers.append(alt.Chart(rings).mark_point(
+            size=110, filled=False, strokeWidth=2, opacity=1, color=ui.palette.REFERENCE_GREY).encode(
+            x="paper:Q", y=y,
+            tooltip=[alt.Tooltip("Model:N"), alt.Tooltip("paper:Q", title=f"{label}, {base.PAPER}", format=".3f")]))
+    summary = "; ".join(f"{m} {v:.3f} ({lo:.3f} to {hi:.3f})" for m, v, lo, hi in part.itertuples(index=False))
+    return alt.layer(*layers).properties(  # the description is what a screen reader says for the chart
+        height=34 * len(models) + 10, description=f"{label} with its 95% interval, per model: {summary}")
 
 
 def cv_section(view: overview.Overview) -> None:
@@ -151,7 +164,10 @@ def page() -> None:
         pick.caption("The interval resamples validation *subjects* (2,000 times): the cells of one patient are not "
                      "independent, so this is how much the number could move with other patients. Overlapping "
                      "intervals do not mean equal models; the **Compare** page tests each pair.")
-        chart.plotly_chart(interval_chart(view, metric, with_paper), key="intervals", config={"displayModeBar": False})
+        chart.altair_chart(interval_chart(view, metric, with_paper), key="intervals")
+        rings = with_paper and len(paper_values(view, metric))
+        chart.caption(f"Marker and line: {base.OURS}, with its 95% interval"
+                      + (f"; grey ring: {base.PAPER} (no interval reported)." if rings else "."))
 
     st.header("Take the study with you")
     st.download_button(  # a callable: the report is built only when the button is clicked, on its own thread
