@@ -20,7 +20,28 @@ from .disk import write_bytes, write_npy
 from .images import open_image
 from .predict import Predictor
 from .prepare import PrepareOptions, prepare
+from .registry import get_spec
 from .store import StudyStore
+
+
+def check_study_model(store: StudyStore, key: str) -> None:
+    """The study exists and its model `key` is complete; else a one-line error naming what there is."""
+    get_spec(key)  # (a ValueError naming the known keys)
+    store.require()
+    if not store.model_complete(key):
+        models = [k for k in store.read_study().get("models", []) if store.model_complete(k)]
+        raise ValueError(f"study {store.name!r} has no complete model {key!r}; it has: {', '.join(models) or 'none'}")
+
+
+def explain_image(store: StudyStore, key: str, source, method: str = "gradcam", target: str = "predicted"):
+    """One model of a study on one image: (decoded image, Explanation). For the `explain` command."""
+    explain.check_method(method)
+    explain.check_target(target)
+    check_study_model(store, key)
+    img = open_image(source)
+    classifier = explain.study_classifier(store, key)
+    threshold = float(store.read_metrics(key).get("threshold", 0.5))
+    return img, explain.Explainer.for_model(classifier, key).explain(img, method, target, threshold=threshold)
 
 
 def _check_prepare_options(args) -> None:
@@ -79,14 +100,14 @@ def cmd_explain(args) -> int:
         raise ValueError(f"{args.image}: no such file")
     _check_prepare_options(args)
     store = StudyStore(args.artifacts, args.study).require()
-    explain.check_study_model(store, args.model)  # before TensorFlow starts: a wrong name fails at once
+    check_study_model(store, args.model)  # before TensorFlow starts: a wrong name fails at once
     config = store.read_study().get("config")
     if isinstance(config, dict) and config.get("weights") == "none":  # as the pages say it (gallery_view)
         print("note: this study's networks have random weights: the heatmap shows what an untrained network "
               "responds to, not evidence it learned", file=sys.stderr)
     if args.prepare == "off":
         _import_tensorflow_quietly()
-        img, e = explain.explain_image(store, args.model, args.image, args.method, args.target)
+        img, e = explain_image(store, args.model, args.image, args.method, args.target)
         _write_explanation(args, img, e, out, Path(args.npy) if args.npy else None, "")
         return 0
     options = PrepareOptions(um_per_px=args.um_per_px, colour_reference=store.read_image_reference(colour=True))

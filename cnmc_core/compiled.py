@@ -236,14 +236,4 @@ class SavedExplainer(Explainer):
     from disk only when first needed."""
 
     def __init__(self, saved: SavedPass, preprocess_mode: str, load_classifier: Callable[[], object]):
-        self._load_classifier, self._classifier = load_classifier, None
-        self.layer, self.channels, self.size = saved.layer, saved.channels, saved.size
-        self.preprocess_mode = preprocess_mode
-        self._gradcam_pass = saved
-        self._visualisers = {}
-
-    @property
-    def classifier(self):
-        if self._classifier is None:
-            self._classifier = self._load_classifier()
-        return self._classifier
+        self._setup(saved.layer, saved.channels, saved.size, preprocess_mode, saved, load_classifier)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .heat import HeatReading, read_heatmap
-from .images import open_image, preprocess, resize_frame
+from .images import preprocess, resize_frame
 from .models import load_classifier, p_all
 from .registry import get_spec
 from .store import StudyStore
@@ -197,13 +197,24 @@ class Explainer:
     tf-keras-vis; each built on first use and kept."""
 
     def __init__(self, classifier, layer_name: str, preprocess_mode: str, gradcam_pass: GradcamPass | None = None):
-        self.classifier = classifier
-        self.layer = gradcam_layer(classifier, layer_name).name
-        self.channels = int(classifier.get_layer(self.layer).output.shape[-1])
-        self.preprocess_mode = preprocess_mode
-        self.size = int(classifier.input_shape[1])
+        layer = gradcam_layer(classifier, layer_name).name
+        self._setup(layer, int(classifier.get_layer(layer).output.shape[-1]), int(classifier.input_shape[1]),
+                    preprocess_mode, gradcam_pass, lambda: classifier)
+
+    def _setup(self, layer: str, channels: int, size: int, preprocess_mode: str, gradcam_pass,
+               classifier: Callable[[], object]) -> None:
+        """What every Explainer holds; `classifier()` gives the Keras model, called once, when first needed (a
+        compiled.SavedExplainer reads it from disk only for Grad-CAM++ and Score-CAM)."""
+        self.layer, self.channels, self.size, self.preprocess_mode = layer, channels, size, preprocess_mode
         self._gradcam_pass = gradcam_pass  # given by a Predictor: the pass its predictions run (traced once)
+        self._get_classifier, self._classifier = classifier, None
         self._visualisers: dict = {}
+
+    @property
+    def classifier(self):
+        if self._classifier is None:
+            self._classifier = self._get_classifier()
+        return self._classifier
 
     @classmethod
     def for_model(cls, classifier, key: str, gradcam_pass: GradcamPass | None = None) -> Explainer:
@@ -333,26 +344,6 @@ def to_image_size(layer_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     width, height = size
     resized = Image.fromarray(np.ascontiguousarray(layer_map, dtype=np.float32)).resize((width, height), Image.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-
-
-def check_study_model(store: StudyStore, key: str) -> None:
-    """The study exists and its model `key` is complete; else a one-line error naming what there is."""
-    get_spec(key)
-    store.require()
-    if not store.model_complete(key):
-        models = [k for k in store.read_study().get("models", []) if store.model_complete(k)]
-        raise ValueError(f"study {store.name!r} has no complete model {key!r}; it has: {', '.join(models) or 'none'}")
-
-
-def explain_image(store: StudyStore, key: str, source, method: str = "gradcam", target: str = "predicted"):
-    """One model of a study on one image: (decoded image, Explanation). For the `explain` command."""
-    check_method(method)
-    check_target(target)
-    check_study_model(store, key)
-    img = open_image(source)
-    classifier = study_classifier(store, key)
-    threshold = float(store.read_metrics(key).get("threshold", 0.5))
-    return img, Explainer.for_model(classifier, key).explain(img, method, target, threshold=threshold)
 
 
 def study_classifier(store: StudyStore, key: str):

@@ -179,11 +179,7 @@ def examples_row() -> None:
 
 def page() -> None:
     data = ui.start("Classify a cell", notice=ui.RESEARCH_ONLY)
-    # "k of n models ready", live while they load in the background (drawn once when files are there: the page
-    # then waits for the models, and redraws the line when it has them)
-    waiting = bool(st.session_state.get("upload") or st.session_state.get(SHOWING_KEPT)
-                   or st.session_state.get("example"))
-    line = ui.models_ready(data, live=not waiting)
+    line = st.empty()  # "k of n models ready", filled once the page knows whether it has anything to classify
     inputs = dropped_files()
     examples_row()
     prep, scale = st.columns(2)
@@ -212,6 +208,9 @@ def page() -> None:
         help="The nearest training cells of each class, as that model sees them (default: the best validation AUC)")
     if st.session_state.get("example") in answer_view.example_names():
         inputs.append(answer_view.example_upload(st.session_state["example"]))
+    # live while the models load in the background; drawn once when there are files: the page then waits for the
+    # models, and redraws the line when it has them
+    ui.models_ready(data, line, live=not inputs)
     if not inputs:
         st.caption("Upload images to see P(ALL) from each model, their mean (the ensemble), how many agree, and "
                    "where each looked.")

@@ -276,21 +276,19 @@ def warm_models(data: base.StudyData, delay: float = classify.WARM_DELAY_S) -> N
         classify.warm(data.stamp, len(data.models), delay)
 
 
-def models_ready(data: base.StudyData, live: bool = True):
-    """One line: how many of the study's models are loaded and ready; live (every 2 s) while they load, unless not
-    `live`: a page about to wait for the models (files dropped) draws it once and redraws it when they are in
-    (`redraw_models_line`), since the live line, once they are ready, runs the whole page again to stop polling, which
-    with 8 users uploading during the load drew every result twice. Returns the line's placeholder.
-    For the page that needs them: their load starts now, not after the usual delay."""
+def models_ready(data: base.StudyData, line, live: bool = True) -> None:
+    """One line in the placeholder `line` (an st.empty drawn where it belongs): how many of the study's models are
+    loaded and ready; live (every 2 s) while they load, unless not `live`: a page about to wait for the models
+    (files dropped) draws it once and redraws it when they are in (`redraw_models_line`), since the live line, once
+    they are ready, runs the whole page again to stop polling, which with 8 users uploading during the load drew
+    every result twice. For the page that needs them: their load starts now, not after the usual delay."""
     warm_models(data, delay=0)
     load = classify.load_status(data.stamp)
-    line = st.empty()
     if live and load is not None and load.stage not in ("ready", "failed"):
         with line:
             _models_live(data.stamp, len(data.models))
     else:
         line.caption(classify.models_line(load, len(data.models)))
-    return line
 
 
 def redraw_models_line(line, data: base.StudyData) -> None:
