@@ -25,7 +25,7 @@ from cnmc_core.dashboard import base, demo_build, overview, quadrants
 from cnmc_core.registry import MODELS, PAPER_TABLE_I
 from cnmc_core.store import demo_build_dir
 
-from .helpers import PAGES, a_cell_file, open_app, texts
+from .helpers import PAGES, a_cell_file, open_app, texts, vega_layers
 
 
 def plotly_specs(at) -> list[dict]:
@@ -334,10 +334,12 @@ def test_dataset_page_counts_classes_subjects_and_shows_cells(study):
     root, name = study
     split = pd.read_csv(root / name / "split.csv", dtype={"subject": str}, keep_default_na=False)
     at = open_app("dataset")
-    (bars,) = plotly_specs(at)
-    shown = {(t["name"], x): y for t in bars["data"] for x, y in zip(values(t["x"]), values(t["y"]))}
-    train = split[split["split"] == "train"]
-    assert shown[("ALL", "train")] == int((train["label"].astype(str) == "1").sum())
+    (bars,) = [rows for layer, rows in vega_layers(at) if layer["mark"]["type"] == "bar"]
+    shown = {(r.Class, r.Split): r.Images for r in bars.itertuples()}
+    for part in ("train", "val"):
+        rows = split[split["split"] == part]
+        assert shown[("ALL", part)] == int((rows["label"].astype(str) == "1").sum())
+        assert shown[("HEM", part)] == int((rows["label"].astype(str) == "0").sum())
     subjects = at.dataframe[0].value.set_index("Split")
     assert subjects.loc["val", "Subjects"] == split.loc[split["split"] == "val", "subject"].nunique()
     assert len([c for img in at.get("image") for c in img.captions]) == 16  # 8 per class

@@ -1,6 +1,6 @@
 """Dataset: class balance and subjects per split, sample cells of each class, excluded files and why."""
 
-import plotly.express as px
+import altair as alt
 import streamlit as st
 
 from cnmc_core.dashboard import dataset_view, thumbnails
@@ -9,18 +9,33 @@ from views import _ui as ui
 CLASS_COLORS = ui.palette.CLASS_COLORS  # the classes' own colours: never a model's, never the accent
 
 
+def balance_chart(counts) -> alt.LayerChart:
+    """Grouped bars (Split, Class, Images), each labelled with its count, in the classes' colours.
+
+    Vega-Lite (Altair), not plotly, as on the Overview: plotly.js was most of a simple page's drawing time
+    (docs/benchmarks.md section 5)."""
+    classes = list(dict.fromkeys(counts["Class"]))
+    colour = alt.Color("Class:N", scale=alt.Scale(domain=classes, range=[CLASS_COLORS.get(c, "#8C8C8C")
+                                                                         for c in classes]),
+                       legend=alt.Legend(orient="top", title=None))
+    bars = alt.Chart(counts).encode(x=alt.X("Split:N", sort=list(dict.fromkeys(counts["Split"])), title=None,
+                                            axis=alt.Axis(labelAngle=0)),
+                                    xOffset=alt.XOffset("Class:N", sort=classes), y=alt.Y("Images:Q"),
+                                    tooltip=["Split:N", "Class:N", "Images:Q"])
+    totals = counts.groupby("Class", sort=False)["Images"].sum()
+    return alt.layer(bars.mark_bar().encode(color=colour), bars.mark_text(dy=-7, aria=False).encode(text="Images:Q")
+                     ).properties(height=320, description="Images per class and split: " + "; ".join(
+                         f"{r.Split} {r.Class} {int(r.Images)}" for r in counts.itertuples()) + ". In all: "
+                         + ", ".join(f"{cls} {int(n)}" for cls, n in totals.items()))
+
+
 def page() -> None:
     data = ui.start("Dataset")
     view = ui.view(dataset_view.dataset_view, data, 8)
 
     balance, subjects = st.columns(2)
     balance.markdown("**Images per class and split**")
-    fig = px.bar(view.balance, x="Split", y="Images", color="Class", barmode="group", text="Images",
-                 color_discrete_map=CLASS_COLORS)
-    fig.update_layout(height=340, margin={"t": 10, "b": 10})
-    totals = view.balance.groupby("Class")["Images"].sum()
-    balance.plotly_chart(fig, key="balance", alt="Images per class and split: "
-                         + ", ".join(f"{cls} {int(n)}" for cls, n in totals.items()))
+    balance.altair_chart(balance_chart(view.balance), key="balance")
     subjects.markdown("**Subjects (people) per split**")
     subjects.dataframe(view.subjects, hide_index=True, width="stretch")
     subjects.caption("Every split is by subject: all cells of one person are in one split. "
