@@ -15,8 +15,8 @@ def balance_chart(counts) -> alt.LayerChart:
     Vega-Lite (Altair), not plotly, as on the Overview: plotly.js was most of a simple page's drawing time
     (docs/benchmarks.md section 5)."""
     classes = list(dict.fromkeys(counts["Class"]))
-    colour = alt.Color("Class:N", scale=alt.Scale(domain=classes, range=[CLASS_COLORS.get(c, "#8C8C8C")
-                                                                         for c in classes]),
+    shades = [CLASS_COLORS.get(c, CLASS_COLORS["unlabelled"]) for c in classes]  # (grey: not ALL or HEM)
+    colour = alt.Color("Class:N", scale=alt.Scale(domain=classes, range=shades),
                        legend=alt.Legend(orient="top", title=None))
     bars = alt.Chart(counts).encode(x=alt.X("Split:N", sort=list(dict.fromkeys(counts["Split"])), title=None,
                                             axis=alt.Axis(labelAngle=0)),
