@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, RENDERED_JS, server  # noqa: E402
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, RENDERED_JS, memory_mb, server  # noqa: E402
 
 MAX_SESSIONS = 32
 LOAD_LINE = "loaded the models of study"  # what Predictor.load logs once per load
@@ -110,16 +110,6 @@ class Report:
     @property
     def all_correct(self) -> bool:
         return bool(self.sessions) and all(s.correct for s in self.sessions) and not self.exceptions
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of a process in MB (Linux /proc)."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
 
 
 def _cpu_by_process() -> dict[int, tuple[int, float]]:

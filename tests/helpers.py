@@ -170,6 +170,16 @@ def vega_layers(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
     return out
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (resident now) and VmHWM (peak) of a process in MB (Linux /proc)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
 def texts(elements) -> str:
     return "\n".join(e.value for e in elements)
 

@@ -19,7 +19,7 @@ import pytest
 import tomllib
 from PIL import Image
 
-from .helpers import ROOT, a_cell_file, open_app, texts
+from .helpers import ROOT, a_cell_file, memory_mb, open_app, texts
 
 pytestmark = pytest.mark.slow  # they share the trained tiny study
 
@@ -40,13 +40,6 @@ def study(tiny_study, monkeypatch):
     root, name = tiny_study
     monkeypatch.setenv("CNMC_ARTIFACTS", str(root))
     return Path(root), name
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def bmp(array: np.ndarray) -> bytes:
@@ -77,7 +70,7 @@ def upload_many(root: Path, name: str, uploads: int) -> dict:
             first = [str(e.value) for e in [*at.exception, *at.error]]
         if i + 1 in (1, 50, WARM, 150, uploads):
             gc.collect()
-            rss[i + 1] = rss_mb()
+            rss[i + 1] = memory_mb(os.getpid())["VmRSS"]
     return {"rss": rss, "first_upload_problems": first,
             "last_upload_problems": [str(e.value) for e in [*at.exception, *at.error]],
             "metrics": [m.value for m in at.metric], "headers": texts(at.header)}

@@ -42,8 +42,8 @@ def paper_values(view: overview.Overview, metric: str) -> pd.DataFrame:
     return paper[["Model", label]].rename(columns={label: "paper"})
 
 
-def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> alt.LayerChart:
-    """One marker per row with its 95% interval as a line; the paper's value as a grey ring.
+def interval_chart(view: overview.Overview, metric: str, rings: pd.DataFrame) -> alt.LayerChart:
+    """One marker per row with its 95% interval as a line; the paper's values (`paper_values`, or none) as grey rings.
 
     Vega-Lite (Altair), not plotly: on this page the one plotly chart was half of the warm drawing time (plotly.js
     itself; docs/benchmarks.md section 5). Each model keeps its colour and marker (cnmc_core/palette.py)."""
@@ -66,7 +66,7 @@ def interval_chart(view: overview.Overview, metric: str, with_paper: bool) -> al
         if len(rows):
             layers.append(alt.Chart(rows).mark_point(size=110, filled=filled, opacity=1, strokeWidth=2).encode(
                 x=alt.X("value:Q", title=label, scale=axis), y=y, color=colour, shape=shape, tooltip=tooltip))
-    if with_paper and len(rings := paper_values(view, metric)):
+    if len(rings):
         layers.append(alt.Chart(rings).mark_point(
             size=110, filled=False, strokeWidth=2, opacity=1, color=ui.palette.REFERENCE_GREY).encode(
             x="paper:Q", y=y,
@@ -164,10 +164,10 @@ def page() -> None:
         pick.caption("The interval resamples validation *subjects* (2,000 times): the cells of one patient are not "
                      "independent, so this is how much the number could move with other patients. Overlapping "
                      "intervals do not mean equal models; the **Compare** page tests each pair.")
-        chart.altair_chart(interval_chart(view, metric, with_paper), key="intervals")
-        rings = with_paper and len(paper_values(view, metric))
+        rings = paper_values(view, metric).iloc[: None if with_paper else 0]  # none when the paper is switched off
+        chart.altair_chart(interval_chart(view, metric, rings), key="intervals")
         chart.caption(f"Marker and line: {base.OURS}, with its 95% interval"
-                      + (f"; grey ring: {base.PAPER} (no interval reported)." if rings else "."))
+                      + (f"; grey ring: {base.PAPER} (no interval reported)." if len(rings) else "."))
 
     st.header("Take the study with you")
     st.download_button(  # a callable: the report is built only when the button is clicked, on its own thread
